@@ -116,26 +116,22 @@ def reconciliation(entrustment: Entrustment) -> Reconciliation:
         line = lines.setdefault(h.asset_id, CoinLine(asset=h.asset))
         line.declared += h.declared_amount
         line.accepted += h.accepted_amount
-    transfers = (
-        CoinTransfer.objects.filter(entrustment=entrustment, status=TransferStatus.CONFIRMED)
-        .values("asset_id", "kind")
-        .annotate(amount=Sum("amount"), fee=Sum("network_fee"))
-    )
-    for t in transfers:
-        line = lines.get(t["asset_id"])
+    confirmed = CoinTransfer.objects.filter(entrustment=entrustment, status=TransferStatus.CONFIRMED)
+    for asset_id, kind, amount, fee in confirmed.values_list("asset_id", "kind", "amount", "network_fee"):
+        line = lines.get(asset_id)
         if line is None:
             problems.append(_("A transfer of an asset that is not among the holdings."))
             continue
-        amount, fee = int(t["amount"]), int(t["fee"])
-        if t["kind"] == TransferKind.TO_CUSTODY:
+        if kind == TransferKind.TO_CUSTODY:
             line.to_custody += amount
         else:
             line.to_platform += amount
         line.network_fees += fee
-        line.fees_by_kind[t["kind"]] = line.fees_by_kind.get(t["kind"], 0) + fee
-    for row in Fill.objects.filter(lot__entrustment=entrustment).values("lot__asset_id").annotate(q=Sum("quantity")):
-        if row["lot__asset_id"] in lines:
-            lines[row["lot__asset_id"]].sold += int(row["q"])
+        line.fees_by_kind[kind] = line.fees_by_kind.get(kind, 0) + fee
+    for asset_id, quantity in Fill.objects.filter(lot__entrustment=entrustment).values_list("lot__asset_id",
+                                                                                          "quantity"):
+        if asset_id in lines:
+            lines[asset_id].sold += quantity
     for line in lines.values():
         symbol = line.asset.symbol
         for label, value in (
@@ -191,9 +187,8 @@ def _has(obj, related_name: str) -> bool:
 
 def _check_lots(entrustment, problems: list[str]) -> None:
     """An executed lot's fills add up to the lot; a partial one's fills plus its remainder do."""
-    lots = Lot.objects.filter(entrustment=entrustment).annotate(filled=Sum("fills__quantity"))
-    for lot in lots:
-        filled = int(lot.filled or 0)
+    for lot in Lot.objects.filter(entrustment=entrustment).prefetch_related("fills", "remainders"):
+        filled = sum(f.quantity for f in lot.fills.all())
         if lot.state == LotState.EXECUTED and filled != lot.quantity:
             problems.append(_("Lot %(n)s is executed but its fills add up to %(f)s of %(q)s.")
                             % {"n": lot.sequence, "f": filled, "q": lot.quantity})

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -23,6 +23,7 @@ from agencies.models import Appointment, Organisation, OrgKind, PerformanceBond,
 
 from . import approvals
 from .addresses import AddressError, validate_address
+from .fields import sum_units
 from .models import (
     ApprovalLevel,
     Asset,
@@ -474,30 +475,36 @@ def custody_receive(*, actor, entrustment: Entrustment, transfers: list[Transfer
 def custody_balance(entrustment: Entrustment, asset: Asset) -> int:
     """What sits in custody for one asset: received, less what has gone on to the platform."""
     rows = CoinTransfer.objects.filter(entrustment=entrustment, asset=asset).exclude(status=TransferStatus.FAILED)
-    received = rows.filter(kind=TransferKind.TO_CUSTODY).aggregate(s=Sum("amount"))["s"] or 0
-    sent = rows.filter(kind=TransferKind.TO_PLATFORM).aggregate(s=Sum("amount"), f=Sum("network_fee"))
-    return int(received) - int(sent["s"] or 0) - int(sent["f"] or 0)
+    received = sum_units(rows.filter(kind=TransferKind.TO_CUSTODY), "amount")
+    sent = rows.filter(kind=TransferKind.TO_PLATFORM)
+    return received - sum_units(sent, "amount") - sum_units(sent, "network_fee")
 
 
 # --------------------------------------------------------------------------- lots and reserve
 
 
 @transaction.atomic
-def lots_plan(*, actor, entrustment: Entrustment, tranche_caps: dict[int, int] | None = None) -> list[Lot]:
+def lots_plan(*, actor, entrustment: Entrustment, tranche_caps: dict[int, int] | None = None,
+              fee_allowances: dict[int, int] | None = None) -> list[Lot]:
     """Split what is in custody into lots, one asset each, no lot above its tranche cap.
 
-    Plans the sale of the custody balance less a reserve for the transfer fee the agency
-    expects (`fee_allowance`); a cap of None sells each asset in one lot.
+    Lots are planned before the coins go to the platform, so each asset's custody balance
+    is sold less an allowance for the network fee of that transfer (what the fee leaves
+    over stays in custody and shows as still held). No cap sells each asset in one lot.
     """
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, OFFICER)
     if entrustment.state != EntrustmentState.IN_CUSTODY or entrustment.lots.exists():
         raise DisposalError(_("Lots are planned once, after the coins are in custody."))
-    caps = tranche_caps or {}
+    caps, allowances = tranche_caps or {}, fee_allowances or {}
     lots, sequence = [], 0
     for asset in Asset.objects.filter(pk__in=entrustment.holdings.values("asset")).order_by("symbol"):
-        remaining = custody_balance(entrustment, asset)
-        cap = caps.get(asset.pk) or remaining
+        allowance = allowances.get(asset.pk, 0)
+        remaining = custody_balance(entrustment, asset) - allowance
+        if allowance < 0 or remaining <= 0:
+            raise ValidationError({"fee_allowances": _("%(sym)s: the fee allowance must be between zero and the "
+                                                       "custody balance.") % {"sym": asset.symbol}})
+        cap = caps.get(asset.pk, remaining)
         if cap <= 0:
             raise ValidationError({"tranche_caps": _("A tranche cap must be positive.")})
         while remaining > 0:
@@ -619,6 +626,13 @@ def platform_transfer_instruct(*, actor, entrustment: Entrustment, platform: Org
     if not entrustment.bond_covers():
         raise DisposalError(_("No coin may move before the performance bond covers the required ratio."))
     attempt = entrustment.transfers.filter(kind=TransferKind.TO_PLATFORM).count() + 1
+    for asset in Asset.objects.filter(pk__in=entrustment.lots.values("asset")):
+        planned = sum_units(entrustment.lots.filter(asset=asset, parent__isnull=True), "quantity")
+        deposited = sum(d.amount for d in deposits if d.asset.pk == asset.pk)
+        if deposited < planned:
+            raise ValidationError({"deposits": _("%(sym)s: the deposit %(d)s is less than the %(p)s planned for sale.")
+                                   % {"sym": asset.symbol, "d": asset.format_amount(deposited),
+                                      "p": asset.format_amount(planned)}})
     created = []
     entrustment.platform = platform
     run_transition(entrustment, "instruct_transfer", actor=actor, membership=membership,

@@ -60,14 +60,14 @@ def lock_entrustment(entrustment: Entrustment) -> Entrustment:
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("lock_entrustment() must run inside transaction.atomic()")
-    return Entrustment.objects.select_for_update().select_related("policy", "bureau", "bce", "agency").get(
+    return Entrustment.objects.select_for_update(of=("self",)).select_related("policy", "bureau", "bce", "agency").get(
         pk=entrustment.pk
     )
 
 
 def lock_lot(lot: Lot) -> tuple[Entrustment, Lot]:
     entrustment = lock_entrustment(lot.entrustment)
-    return entrustment, Lot.objects.select_for_update().select_related("asset").get(pk=lot.pk)
+    return entrustment, Lot.objects.select_for_update(of=("self",)).select_related("asset").get(pk=lot.pk)
 
 
 def emit(*, case, entrustment=None, actor=None, membership=None, type: str, reason: str = "",
@@ -86,7 +86,9 @@ def emit(*, case, entrustment=None, actor=None, membership=None, type: str, reas
     )
     from .tasks import notify_event
 
-    transaction.on_commit(lambda: notify_event.delay(event.pk))
+    # robust: the event is committed whatever happens; a broker outage must not turn a
+    # completed action into an error page. Notifications are best effort on top of the record.
+    transaction.on_commit(lambda: notify_event.delay(event.pk), robust=True)
     return event
 
 

@@ -27,7 +27,7 @@ SQLITE_DOWN = ["DROP TRIGGER IF EXISTS cases_event_no_update;", "DROP TRIGGER IF
 def up(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(PG_UP)
+        schema_editor.execute(PG_UP, params=None)
     elif vendor == "sqlite":
         for statement in SQLITE_UP:
             schema_editor.execute(statement)
