@@ -8,10 +8,11 @@ The money side (receipt to close) is in `settlements/services.py`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_PREC, Context, Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -55,35 +56,55 @@ OFFICER, APPROVER = Role.OFFICER, Role.APPROVER
 # --------------------------------------------------------------------------- input parsing
 
 
+_EXACT = Context(prec=MAX_PREC)
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+
+
 def parse_amount(text, *, asset: Asset, field: str = "amount") -> int:
     """'1.5' BTC → 150000000 satoshi, refusing what a careful clerk would refuse."""
-    raw = str(text).strip().replace(",", "")
+    raw = str(text).strip()
+    if len(raw) > 100:  # no real amount is this long; also bounds the exact arithmetic below
+        raise ValidationError({field: _("This amount is too long to be a real amount.")})
+    if "," in raw:
+        # "1,5" is a decimal comma, not fifteen: commas only as thousands separators.
+        if not _THOUSANDS.fullmatch(raw):
+            raise ValidationError({field: _("Use commas only to group thousands (1,234.5); write decimals "
+                                            "with a point.")})
+        raw = raw.replace(",", "")
     try:
         value = Decimal(raw)
     except (InvalidOperation, ValueError):
         raise ValidationError({field: _("“%(v)s” is not a number.") % {"v": text}})
-    if not value.is_finite() or "e" in raw.lower():
+    if not value.is_finite() or "e" in raw.lower() or "_" in raw:
         raise ValidationError({field: _("Write the amount as a plain decimal number.")})
     if value <= 0:
         raise ValidationError({field: _("The amount must be greater than zero.")})
-    exponent = value.normalize().as_tuple().exponent
+    # Exact: the default context (28 digits) would round "1.000…0001" to 1 and accept it.
+    exponent = value.normalize(_EXACT).as_tuple().exponent
     if isinstance(exponent, int) and -exponent > asset.decimals:
         raise ValidationError(
             {field: _("%(sym)s has %(d)s decimals; this amount has more.") % {"sym": asset.symbol, "d": asset.decimals}}
         )
-    base_units = int(value.scaleb(asset.decimals))
+    base_units = int(value.scaleb(asset.decimals, _EXACT))
     if base_units > asset.supply_cap:
         raise ValidationError({field: _("The amount exceeds the total supply of %(sym)s.") % {"sym": asset.symbol}})
     return base_units
 
 
-def parse_money(text, *, field: str, places: int = 2) -> Decimal:
+def parse_money(text, *, field: str, places: int = 2, max_digits: int = 24) -> Decimal:
+    raw = str(text).strip()
+    if "," in raw and not _THOUSANDS.fullmatch(raw):
+        raise ValidationError({field: _("Use commas only to group thousands (1,234.5); write decimals "
+                                        "with a point.")})
     try:
-        value = Decimal(str(text).strip().replace(",", ""))
+        value = Decimal(raw.replace(",", ""))
     except (InvalidOperation, ValueError):
         raise ValidationError({field: _("“%(v)s” is not an amount of money.") % {"v": text}})
     if not value.is_finite() or value <= 0:
         raise ValidationError({field: _("The amount must be greater than zero.")})
+    # Bounded by the column (max_digits): larger would crash quantize() or the database.
+    if value.adjusted() >= max_digits - places:
+        raise ValidationError({field: _("The amount is too large.")})
     if value != value.quantize(Decimal(1).scaleb(-places)):
         raise ValidationError({field: _("At most %(n)s decimal places.") % {"n": places}})
     return value
@@ -94,6 +115,18 @@ def parse_address(text: str, *, asset: Asset, field: str = "address") -> str:
         return validate_address(text, asset.address_format)
     except AddressError as exc:
         raise ValidationError({field: str(exc)})
+
+
+def _text_errors(model, *fields: tuple[str, str, object]) -> dict:
+    """{key: message} for each (key, model field, value) the column cannot hold (else the database raises)."""
+    errors = {}
+    for key, name, value in fields:
+        limit = model._meta.get_field(name).max_length
+        if isinstance(value, str) and "\x00" in value:
+            errors[key] = _("Null characters are not allowed.")
+        elif isinstance(value, str) and limit and len(value.strip()) > limit:
+            errors[key] = _("At most %(n)s characters.") % {"n": limit}
+    return errors
 
 
 def _reason_required(reason: str) -> str:
@@ -111,7 +144,9 @@ def case_register(*, actor, bureau: Organisation, case_number: str, title: str, 
     membership = require(actor, bureau, OFFICER)
     if bureau.kind != OrgKind.BUREAU:
         raise ValidationError({"bureau": _("Only a case-handling bureau registers cases.")})
-    errors = {}
+    errors = _text_errors(Case, *((n, n, v) for n, v in (
+        ("case_number", case_number), ("title", title), ("seizure_decision_no", seizure_decision_no),
+        ("custodian", custodian))))
     for name, value in (("case_number", case_number), ("title", title), ("seizure_decision_no", seizure_decision_no),
                         ("custodian", custodian)):
         if not (value or "").strip():
@@ -140,6 +175,10 @@ def case_record_legal_basis(*, actor, case: Case, kind: str, document_no: str, b
         raise ValidationError({"kind": _("Choose a legal basis.")})
     if approval_level and approval_level not in ApprovalLevel.values:
         raise ValidationError({"approval_level": _("Choose an approval level.")})
+    errors = _text_errors(Case, ("document_no", "basis_document_no", document_no),
+                            ("authority", "basis_authority", authority))
+    if errors:
+        raise ValidationError(errors)
     case.legal_basis, case.basis_document_no, case.basis_date = kind, document_no.strip(), basis_date
     case.basis_authority, case.owner_consent, case.approval_level = authority.strip(), owner_consent, approval_level
     problems = case.legal_basis_problems()
@@ -188,6 +227,8 @@ def holding_register(*, actor, case: Case, asset: Asset, address: str, amount, l
     base_units = parse_amount(amount, asset=asset)
     if not (location or "").strip():
         raise ValidationError({"location": _("Say where the coins sit (wallet, device or exchange).")})
+    if errors := _text_errors(Holding, ("location", "location", location)):
+        raise ValidationError(errors)
     if Holding.objects.filter(case=case, asset=asset, address=address).exists():
         raise ValidationError({"address": _("This case already has a %(sym)s holding at this address.")
                                % {"sym": asset.symbol}})
@@ -241,6 +282,8 @@ def _submission_content(entrustment: Entrustment) -> dict:
     return {
         "legal_basis": [case.legal_basis, case.basis_document_no, str(case.basis_date), case.basis_authority],
         "holdings": sorted((h.pk, h.asset_id, h.address, h.declared_amount) for h in entrustment.holdings.all()),
+        # Each return for correction opens a new submission: approvals of an earlier one neither count nor block.
+        "returns": entrustment.events.filter(type=EventType.TRANSITION, to_state=EntrustmentState.RETURNED).count(),
     }
 
 
@@ -255,7 +298,7 @@ def entrustment_submit(*, actor, entrustment: Entrustment, reason: str = "") -> 
     if not entrustment.holdings.exists():
         raise DisposalError(_("The entrustment has no holdings."))
     if entrustment.state not in (EntrustmentState.DRAFT, EntrustmentState.RETURNED):
-        raise DisposalError(_("Only a draft or returned entrustment can be submitted."))
+        raise DisposalError.wrong_state(entrustment, _("Only a draft or returned entrustment can be submitted."))
     if approvals.approve(entrustment=entrustment, action="submit", subject=f"entrustment:{entrustment.pk}",
                          content=_submission_content(entrustment), actor=actor, membership=membership,
                          preparer=entrustment.prepared_by):
@@ -286,7 +329,7 @@ def entrustment_accept(*, actor, entrustment: Entrustment, reason: str = "") -> 
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, APPROVER)
     if entrustment.state not in (EntrustmentState.SUBMITTED,):
-        raise DisposalError(_("Only a submitted entrustment can be accepted."))
+        raise DisposalError.wrong_state(entrustment, _("Only a submitted entrustment can be accepted."))
     if approvals.approve(entrustment=entrustment, action="accept", subject=f"entrustment:{entrustment.pk}",
                          content=_submission_content(entrustment), actor=actor, membership=membership,
                          preparer=None):
@@ -329,7 +372,7 @@ def bond_post(*, actor, entrustment: Entrustment, posted_cny, reference: str) ->
     membership = require(actor, entrustment.bce, OFFICER)
     appointment = Appointment.objects.filter(entrustment=entrustment, is_current=True).first()
     if appointment is None or entrustment.state != EntrustmentState.AGENCY_APPOINTED:
-        raise DisposalError(_("A bond is posted once an agency is appointed and before it acts."))
+        raise DisposalError.wrong_state(entrustment, _("A bond is posted once an agency is appointed and before it acts."))
     if hasattr(appointment, "bond"):
         raise DisposalError(_("This appointment already has a bond."))
     posted = parse_money(posted_cny, field="posted_cny")
@@ -340,8 +383,9 @@ def bond_post(*, actor, entrustment: Entrustment, posted_cny, reference: str) ->
     if posted < required:
         raise ValidationError({"posted_cny": _("The bond must be at least %(req)s CNY (%(pct)s%% of the valuation "
                                                "%(val)s); %(short)s CNY is missing.")
-                               % {"req": required, "pct": (ratio * 100).normalize(),
-                                  "val": appointment.valuation_cny, "short": required - posted}})
+                               % {"req": required, "pct": f"{(ratio * 100).normalize():f}",  # 110, not 1.1E+2
+                                  "val": appointment.valuation_cny,
+                                  "short": (required - posted).quantize(Decimal("0.01"))}})
     bond = PerformanceBond(appointment=appointment, ratio=ratio, required_cny=required, posted_cny=posted,
                            reference=reference.strip(), recorded_by=actor)
     save_tracked(bond, actor=actor, reason="bond posted")
@@ -410,7 +454,7 @@ def detection_accept_observed(*, actor, entrustment: Entrustment, reason: str) -
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
     if entrustment.state != EntrustmentState.DETECTION_MISMATCH:
-        raise DisposalError(_("There is no detection mismatch to accept."))
+        raise DisposalError.wrong_state(entrustment, _("There is no detection mismatch to accept."))
     for holding in entrustment.holdings.select_for_update():
         detection = holding.detections.order_by("-recorded_at", "-id").first()
         if not detection.controlled:
@@ -495,7 +539,7 @@ def lots_plan(*, actor, entrustment: Entrustment, tranche_caps: dict[int, int] |
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, OFFICER)
     if entrustment.state != EntrustmentState.IN_CUSTODY or entrustment.lots.exists():
-        raise DisposalError(_("Lots are planned once, after the coins are in custody."))
+        raise DisposalError.wrong_state(entrustment, _("Lots are planned once, after the coins are in custody."))
     caps, allowances = tranche_caps or {}, fee_allowances or {}
     lots, sequence = [], 0
     for asset in Asset.objects.filter(pk__in=entrustment.holdings.values("asset")).order_by("symbol"):
@@ -528,7 +572,7 @@ def _check_reserve_rule(lot: Lot, price: Decimal, inputs: dict) -> None:
         if price < floor:
             raise ValidationError({"price": _("A new reserve may be cut by at most %(pct)s%% of the previous one "
                                               "(%(prev)s): not below %(floor)s.")
-                                   % {"pct": (policy.max_reserve_cut * 100).normalize(), "prev": previous.price,
+                                   % {"pct": f"{(policy.max_reserve_cut * 100).normalize():f}", "prev": previous.price,
                                       "floor": floor}})
         return
     if not (inputs.get("source") or "").strip():
@@ -708,7 +752,7 @@ def inquiry_open(*, actor, lot: Lot) -> InquiryRound:
     if entrustment.state == EntrustmentState.AT_PLATFORM:
         run_transition(entrustment, "start_selling", actor=actor, membership=membership)
     elif entrustment.state != EntrustmentState.SELLING:
-        raise DisposalError(_("Inquiries open once the coins are at the platform and cleared."))
+        raise DisposalError.wrong_state(entrustment, _("Inquiries open once the coins are at the platform and cleared."))
     reserve = lot.current_reserve()
     if reserve is None:
         raise DisposalError(_("This lot needs an approved reserve price first."))
@@ -845,7 +889,7 @@ def execution_record(*, actor, lot: Lot, fills: list[FillRecord]) -> Lot:
                        details={"filled": str(total), "remainder": str(lot.quantity - total)})
         sequence = entrustment.lots.aggregate(n=Max("sequence"))["n"] + 1
         remainder = Lot(entrustment=entrustment, asset=lot.asset, sequence=sequence, quantity=lot.quantity - total,
-                        quote_currency=lot.quote_currency, parent=lot)
+                        quote_currency=lot.quote_currency, parent=lot, failed_rounds=lot.failed_rounds)
         save_tracked(remainder, actor=actor, reason=f"remainder of lot {lot.sequence}")
     _complete_sale_if_done(entrustment, actor=actor, membership=membership)
     return lot
@@ -917,7 +961,7 @@ def entrustment_reopen_after_default(*, actor, entrustment: Entrustment, reason:
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, APPROVER)
     if entrustment.state != EntrustmentState.AGENCY_DEFAULT:
-        raise DisposalError(_("Only an entrustment whose agency defaulted is reopened for a new agency."))
+        raise DisposalError.wrong_state(entrustment, _("Only an entrustment whose agency defaulted is reopened for a new agency."))
     Appointment.objects.filter(entrustment=entrustment, is_current=True).update(is_current=False)
     entrustment.agency = None
     run_transition(entrustment, "accept", actor=actor, membership=membership, reason=reason)

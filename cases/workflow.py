@@ -27,6 +27,12 @@ class DisposalError(Exception):
         self.message = str(message)
         self.field = field
 
+    @classmethod
+    def wrong_state(cls, obj, message, **kwargs):
+        """A refusal that also names the state the entrustment or lot is in."""
+        return cls(_("%(message)s (Current state: “%(state)s”.)") % {"message": message,
+                                                                    "state": obj.get_state_display()}, **kwargs)
+
 
 class NotPermitted(DisposalError):
     """The actor's organisation or role may not take this action."""
@@ -114,7 +120,7 @@ def run_transition(obj, name: str, *, actor, membership, reason: str = "", detai
         obj.state_changed_at = timezone.now()
         _run_clock(obj)
     save_tracked(obj, actor=actor, reason=reason)
-    return emit(
+    event = emit(
         case=entrustment.case,
         entrustment=entrustment,
         actor=actor,
@@ -125,6 +131,11 @@ def run_transition(obj, name: str, *, actor, membership, reason: str = "", detai
         to_state=obj.state,
         details={"transition": name, **({"lot": obj.sequence} if isinstance(obj, Lot) else {}), **(details or {})},
     )
+    # Steps that produce official documents have them issued after the commit.
+    from documents.producing import schedule_after_transition
+
+    schedule_after_transition(obj, event)
+    return event
 
 
 def _run_clock(entrustment: Entrustment) -> None:

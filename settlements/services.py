@@ -71,13 +71,13 @@ def fx_record_approval(*, actor, entrustment: Entrustment, currency: str, approv
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
     if entrustment.state != EntrustmentState.PROCEEDS_RECEIVED:
-        raise DisposalError(_("FX is cleared after the proceeds are received offshore."))
+        raise DisposalError.wrong_state(entrustment, _("FX is cleared after the proceeds are received offshore."))
     errors = {name: _("This field is required.") for name, value in (
         ("approval_reference", approval_reference), ("bop_declaration_no", bop_declaration_no),
         ("slip_reference", slip_reference)) if not (value or "").strip()}
     if errors:
         raise ValidationError(errors)
-    rate = parse_money(rate, field="rate", places=6)
+    rate = parse_money(rate, field="rate", places=6, max_digits=16)
     amount_cny = parse_money(amount_cny, field="amount_cny")
     foreign = entrustment.offshore_receipts.filter(currency=currency).aggregate(s=Sum("amount"))["s"]
     if foreign is None:
@@ -135,7 +135,7 @@ def special_account_credit_record(*, actor, entrustment: Entrustment, amount_cny
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, OFFICER)
     if entrustment.state != EntrustmentState.FX_CLEARED:
-        raise DisposalError(_("The special account is credited after FX is cleared."))
+        raise DisposalError.wrong_state(entrustment, _("The special account is credited after FX is cleared."))
     amount = parse_money(amount_cny, field="amount_cny")
     converted = entrustment.fx_conversions.filter(outcome=FxOutcome.APPROVED).aggregate(s=Sum("amount_cny"))["s"]
     if amount != converted:
@@ -154,7 +154,9 @@ def special_account_credit_record(*, actor, entrustment: Entrustment, amount_cny
 
 def _unallocated(entrustment: Entrustment) -> Decimal:
     returned = entrustment.victim_returns.aggregate(s=Sum("amount_cny"))["s"] or Decimal("0")
-    return entrustment.credit.amount_cny - returned
+    # A prepared remittance takes all that was unallocated: nothing is left to return to victims.
+    remitted = entrustment.remittance.amount_cny if hasattr(entrustment, "remittance") else Decimal("0")
+    return entrustment.credit.amount_cny - returned - remitted
 
 
 @transaction.atomic
@@ -163,7 +165,7 @@ def victim_return_prepare(*, actor, entrustment: Entrustment, recipient: str, re
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, OFFICER)
     if entrustment.state != EntrustmentState.CREDITED:
-        raise DisposalError(_("Returns to victims are paid from the credited special account."))
+        raise DisposalError.wrong_state(entrustment, _("Returns to victims are paid from the credited special account."))
     amount = parse_money(amount_cny, field="amount_cny")
     errors = {name: _("This field is required.") for name, value in (
         ("recipient", recipient), ("recipient_account", recipient_account), ("basis", basis))
@@ -207,10 +209,12 @@ def remittance_prepare(*, actor, entrustment: Entrustment, payment_code: str) ->
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, OFFICER)
     if entrustment.state != EntrustmentState.CREDITED:
-        raise DisposalError(_("Remittance follows the special-account credit."))
+        raise DisposalError.wrong_state(entrustment, _("Remittance follows the special-account credit."))
     payment_code = (payment_code or "").strip()
     try:
         payment_code_validator(payment_code)
+        if not payment_code.isascii():  # \d also matches full-width and other scripts' digits
+            raise ValidationError(payment_code_validator.message)
     except ValidationError as exc:
         raise ValidationError({"payment_code": exc.messages})
     if entrustment.victim_returns.filter(approved_at__isnull=True).exists():
@@ -254,7 +258,7 @@ def entrustment_close(*, actor, entrustment: Entrustment, reason: str = "") -> E
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, APPROVER)
     if entrustment.state != EntrustmentState.REMITTED:
-        raise DisposalError(_("An entrustment is closed after remittance."))
+        raise DisposalError.wrong_state(entrustment, _("An entrustment is closed after remittance."))
     from cases.selectors import reconciliation
 
     recon = reconciliation(entrustment)
