@@ -796,6 +796,8 @@ class EventType(models.TextChoices):
     FILL_RECORDED = "fill_recorded", _("Fill recorded")
     SETTLEMENT_RECORDED = "settlement_recorded", _("Settlement step recorded")
     SLA_WARNING = "sla_warning", _("SLA nearing breach")
+    DOCUMENT_ISSUED = "document_issued", _("Document issued")
+    DOCUMENT_REFUSED = "document_refused", _("Document could not be issued")
 
 
 class AppendOnlyQuerySet(models.QuerySet):

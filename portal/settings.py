@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "agencies",
     "cases",
     "settlements",
+    "documents",
 ]
 
 MIDDLEWARE = [
@@ -136,6 +137,16 @@ STORAGES = {
 
 # Evidence uploads: the limit is a setting, checked by the services, not only by the web server.
 EVIDENCE_MAX_BYTES = int(os.environ.get("EVIDENCE_MAX_BYTES", str(200 * 1024 * 1024)))
+
+# Official documents: organisations' signing keys and certificates, one folder per
+# organisation code (see documents/signing.py); `make_dev_pki` creates a development set.
+DOCUMENT_PKI_DIR = Path(os.environ.get("DOCUMENT_PKI_DIR", VAR_DIR / "pki"))
+DOCUMENT_TRUST_ROOTS = [p for p in os.environ.get("DOCUMENT_TRUST_ROOTS", "").split(",") if p] or [
+    DOCUMENT_PKI_DIR / "ca.pem"
+]
+DOCUMENT_VERIFY_MAX_BYTES = int(os.environ.get("DOCUMENT_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
+# The public address printed in QR codes; the verify page lives under it.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "portal@localhost")
