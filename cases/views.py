@@ -32,5 +32,7 @@ def entrustment_detail(request, pk):
         "events": entrustment.events.select_related("actor", "actor_organisation"),
         "history": entrustment.history.select_related("history_user").order_by("-history_date")[:100],
         "recon": reconciliation(entrustment),
+        "documents": entrustment.documents.select_related("issuer", "superseded_by").order_by(
+            "type", "subject", "-version"),
     }
     return render(request, "cases/entrustment_detail.html", context)

@@ -3,10 +3,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from cases import views as case_views
+from documents import views as document_views
 
 urlpatterns = [
     path("", case_views.home, name="home"),
     path("entrustments/<int:pk>/", case_views.entrustment_detail, name="entrustment-detail"),
+    path("documents/<int:pk>/download/", document_views.download, name="document-download"),
+    path("documents/<int:pk>/regenerate/", document_views.regenerate, name="document-regenerate"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),

@@ -62,7 +62,8 @@ class SpecialAccountCredit(models.Model):
     history = HistoricalRecords()
 
 
-payment_code_validator = RegexValidator(r"^\d{20}$", _("The payment code has exactly 20 digits."))
+# [0-9], not \d: \d also matches full-width and other scripts' digits.
+payment_code_validator = RegexValidator(r"^[0-9]{20}$", _("The payment code has exactly 20 digits."))
 
 
 class TreasuryRemittance(models.Model):

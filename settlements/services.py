@@ -213,8 +213,6 @@ def remittance_prepare(*, actor, entrustment: Entrustment, payment_code: str) ->
     payment_code = (payment_code or "").strip()
     try:
         payment_code_validator(payment_code)
-        if not payment_code.isascii():  # \d also matches full-width and other scripts' digits
-            raise ValidationError(payment_code_validator.message)
     except ValidationError as exc:
         raise ValidationError({"payment_code": exc.messages})
     if entrustment.victim_returns.filter(approved_at__isnull=True).exists():
