@@ -1,5 +1,7 @@
 """Admin back office helpers: history without revert, read-only states, actions via services."""
 
+import inspect
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
@@ -19,6 +21,11 @@ class HistoryAdmin(SimpleHistoryAdmin):
         if request.method == "POST":
             raise PermissionDenied("Reverting to an earlier version is not allowed: the record is append-only.")
         return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        if change and not form.has_changed():
+            return  # an unchanged form would only add an empty row to the field history
+        super().save_model(request, obj, form, change)
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
@@ -41,7 +48,8 @@ def service_action(service, *, label: str, needs_reason: bool, object_kwarg: str
         reason = request.POST.get("reason", "")
         for obj in queryset:
             kwargs = {"actor": request.user, object_kwarg: obj}
-            if needs_reason or "reason" in service.__code__.co_varnames:
+            # signature() sees through @transaction.atomic; __code__ would be the wrapper's (*args, **kwds).
+            if needs_reason or "reason" in inspect.signature(service).parameters:
                 kwargs["reason"] = reason
             try:
                 service(**kwargs)

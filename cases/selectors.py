@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 
 from agencies.models import Membership, OrgKind
 
-from .models import CoinTransfer, Entrustment, Fill, Holding, Lot, LotState, TransferKind, TransferStatus
+from .models import CoinTransfer, Entrustment, EntrustmentState, Fill, Holding, Lot, LotState, TransferKind, TransferStatus
 
 
 # --------------------------------------------------------------------------- visibility
@@ -29,8 +29,12 @@ def visible_entrustments(user):
         # Supervisors and the Legal Affairs Corps oversee every bureau's disposals.
         return Entrustment.objects.all()
     org_ids = list(kinds)
+    # A draft is the bureau's own business until its approver signs it off to BCE.
     return Entrustment.objects.filter(
-        Q(bureau_id__in=org_ids) | Q(bce_id__in=org_ids) | Q(agency_id__in=org_ids) | Q(platform_id__in=org_ids)
+        Q(bureau_id__in=org_ids)
+        | (Q(bce_id__in=org_ids) & ~Q(state=EntrustmentState.DRAFT))
+        | Q(agency_id__in=org_ids)
+        | Q(platform_id__in=org_ids)
     )
 
 

@@ -157,7 +157,11 @@ def case_register(*, actor, bureau: Organisation, case_number: str, title: str, 
         raise ValidationError({"case_number": _("This bureau already has a case with this number.")})
     case = Case(bureau=bureau, case_number=case_number.strip(), title=title.strip(), seized_at=seized_at,
                 seizure_decision_no=seizure_decision_no.strip(), custodian=custodian.strip(), created_by=actor)
-    save_tracked(case, actor=actor, reason="registered")
+    try:
+        with transaction.atomic():
+            save_tracked(case, actor=actor, reason="registered")
+    except IntegrityError:  # the same number registered a moment ago by someone else
+        raise ValidationError({"case_number": _("This bureau already has a case with this number.")})
     emit(case=case, actor=actor, membership=membership, type=EventType.CASE_REGISTERED,
          details={"case_number": case.case_number})
     return case
@@ -234,7 +238,12 @@ def holding_register(*, actor, case: Case, asset: Asset, address: str, amount, l
                                % {"sym": asset.symbol}})
     holding = Holding(case=case, asset=asset, address=address, declared_amount=base_units,
                       accepted_amount=base_units, location=location.strip())
-    save_tracked(holding, actor=actor, reason="holding declared")
+    try:
+        with transaction.atomic():
+            save_tracked(holding, actor=actor, reason="holding declared")
+    except IntegrityError:  # declared a moment ago by someone else
+        raise ValidationError({"address": _("This case already has a %(sym)s holding at this address.")
+                               % {"sym": asset.symbol}})
     emit(case=case, actor=actor, membership=membership, type=EventType.HOLDING_REGISTERED,
          details={"asset": str(asset), "address": address, "amount": str(base_units)})
     return holding
