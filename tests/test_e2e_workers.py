@@ -19,7 +19,6 @@ from django.db import connection
 
 from cases import services
 from cases.models import Event, EventType, Notification
-from portal.celery import app as celery_app
 
 pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +26,8 @@ CELERY = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "s
           "--without-heartbeat", "--without-gossip", "--without-mingle"]
 
 
-def start_worker(env, queue="celery"):
-    return subprocess.Popen(CELERY + ["-Q", queue], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+def start_worker(env):
+    return subprocess.Popen(CELERY, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def stop(proc):
@@ -58,27 +56,23 @@ def redis_url():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_on_redis_delivers_notifications_after_commit(world, flow, redis_url, settings):
+def test_a_worker_on_redis_delivers_notifications_after_commit(world, flow, redis_url):
     assert connection.vendor == "postgresql"
-    env = {**os.environ, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": redis_url,
-           "CELERY_RESULT_BACKEND": redis_url}
+    entrustment = flow.to("draft")  # committed: this test runs outside a wrapping transaction
     # A queue of this run's own, so that no other worker on the same Redis takes the message.
-    queue = f"e2e-{uuid.uuid4().hex[:8]}"
-    worker = start_worker(env, queue)
-    previous = dict(celery_app.conf)
-    celery_app.conf.update(task_always_eager=False, broker_url=redis_url, result_backend=redis_url,
-                           broker_transport_options={"visibility_timeout": 3600}, task_default_queue=queue)
+    env = {**os.environ, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": redis_url,
+           "CELERY_RESULT_BACKEND": redis_url, "CELERY_TASK_DEFAULT_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}"}
+    worker = start_worker(env)
     try:
-        entrustment = flow.to("draft")
-        services.entrustment_submit(actor=world.shunyi_approver, entrustment=entrustment)
+        # The action runs in its own process, configured from the environment like the web server.
+        subprocess.run([sys.executable, "manage.py", "shell", "-c",
+                        "from django.contrib.auth.models import User; from cases.models import Entrustment; "
+                        "from cases import services; services.entrustment_submit("
+                        f"actor=User.objects.get(username='shunyi_approver'), entrustment=Entrustment.objects.get("
+                        f"pk={entrustment.pk}))"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
         event = Event.objects.get(entrustment=entrustment, type=EventType.TRANSITION, to_state="submitted")
         delivered = wait_for(lambda: Notification.objects.filter(event=event).exists())
     finally:
-        celery_app.conf.update(task_always_eager=True, broker_url=previous["broker_url"],
-                               result_backend=previous["result_backend"],
-                               broker_transport_options=previous["broker_transport_options"],
-                               task_default_queue=previous["task_default_queue"])
-        celery_app.pool.force_close_all()
         log = stop(worker)
     assert delivered, log
     # The preparer, BCE's people: everyone concerned but the approver who acted.
@@ -104,7 +98,7 @@ def test_the_embedded_setup_runs_a_worker_on_sqlite_and_the_filesystem_broker(tm
         manage("shell", code=(
             "from django.contrib.auth.models import User; from cases.models import Entrustment; "
             "from cases import services; "
-            "services.entrustment_submit(actor=User.objects.get(username='shunyi_approver'), "
+            "services.entrustment_accept(actor=User.objects.get(username='bce_approver'), "
             "entrustment=Entrustment.objects.get())"))
         count = "from cases.models import Notification; print(Notification.objects.count())"
         delivered = wait_for(lambda: int(manage("shell", code=count).split()[-1]) > 0)
