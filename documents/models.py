@@ -79,7 +79,7 @@ class Document(models.Model):
     supersedes = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True,
                                       related_name="superseded_by")
     file = models.FileField(upload_to=document_path)
-    sha256 = models.CharField(max_length=64)
+    sha256 = models.CharField(max_length=64, db_index=True)  # the verify page looks uploads up by it
     size = models.PositiveIntegerField()
     # The only handle the public verify page accepts: unguessable, so documents cannot be enumerated.
     token = models.CharField(max_length=40, unique=True, default=new_token)

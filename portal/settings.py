@@ -141,9 +141,8 @@ EVIDENCE_MAX_BYTES = int(os.environ.get("EVIDENCE_MAX_BYTES", str(200 * 1024 * 1
 # Official documents: organisations' signing keys and certificates, one folder per
 # organisation code (see documents/signing.py); `make_dev_pki` creates a development set.
 DOCUMENT_PKI_DIR = Path(os.environ.get("DOCUMENT_PKI_DIR", VAR_DIR / "pki"))
-DOCUMENT_TRUST_ROOTS = [p for p in os.environ.get("DOCUMENT_TRUST_ROOTS", "").split(",") if p] or [
-    DOCUMENT_PKI_DIR / "ca.pem"
-]
+# Empty means <DOCUMENT_PKI_DIR>/ca.pem, resolved when a signature is validated.
+DOCUMENT_TRUST_ROOTS = [p for p in os.environ.get("DOCUMENT_TRUST_ROOTS", "").split(",") if p]
 DOCUMENT_VERIFY_MAX_BYTES = int(os.environ.get("DOCUMENT_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
 # The public address printed in QR codes; the verify page lives under it.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
