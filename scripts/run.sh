@@ -41,6 +41,7 @@ if ((${#prev[@]})); then echo "Stopping the previous instance (pids ${prev[*]})"
 $BIN/python manage.py migrate --noinput
 $BIN/python manage.py collectstatic --noinput -v0
 $BIN/python manage.py seed_demo  # idempotent; prints the demo logins
+$BIN/python manage.py make_dev_pki  # idempotent: development signing certificates for the documents
 
 names=() pids=()
 start() {  # start NAME COMMAND...
