@@ -40,8 +40,12 @@ if ((${#prev[@]})); then echo "Stopping the previous instance (pids ${prev[*]})"
 
 $BIN/python manage.py migrate --noinput
 $BIN/python manage.py collectstatic --noinput -v0
-$BIN/python manage.py seed_demo  # idempotent; prints the demo logins
-$BIN/python manage.py make_dev_pki  # idempotent: development signing certificates for the documents
+# Development signing certificates for the documents (idempotent; after seed_demo, which
+# creates the organisations). Its listing goes to a log so the logins stay on screen.
+logins=$($BIN/python manage.py seed_demo)  # idempotent; says the demo logins
+mkdir -p "$PORTAL_VAR_DIR/log"
+$BIN/python manage.py make_dev_pki >"$PORTAL_VAR_DIR/log/pki.log"
+echo "$logins"
 
 names=() pids=()
 start() {  # start NAME COMMAND...
