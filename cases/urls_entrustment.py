@@ -1,0 +1,3 @@
+"""Routes owned by the entrustment part of the portal."""
+
+urlpatterns = []

@@ -1,0 +1,3 @@
+"""Routes owned by the intake part of the portal."""
+
+urlpatterns = []

@@ -1,0 +1,3 @@
+"""Routes owned by the lists part of the portal."""
+
+urlpatterns = []
