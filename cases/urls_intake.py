@@ -1,3 +1,15 @@
-"""Routes owned by the intake part of the portal."""
+"""Routes owned by the intake part of the portal (placeholders until that part lands)."""
 
-urlpatterns = []
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect
+from django.urls import path
+
+
+@login_required
+def _placeholder(request):
+    return redirect("home")
+
+
+urlpatterns = [
+    path("cases/new/", _placeholder, name="case-intake"),
+]
