@@ -74,7 +74,11 @@ def text(response) -> str:
 
 
 def without_csrf(html: str) -> str:
-    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", html)
+    """The page minus what differs per request: CSRF tokens (form field, htmx header on <body>)
+    and the language switcher's return address."""
+    html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", html)
+    html = re.sub(r'name="next" value="[^"]*"', "", html)
+    return re.sub(r'"X-CSRFToken": "[^"]*"', "", html)
 
 
 def upload(client, data: bytes, name="document.pdf"):
