@@ -1,15 +1,15 @@
-"""Routes owned by the intake part of the portal (placeholders until that part lands)."""
+"""Routes of the police case intake: register a case, its basis, holdings and evidence, entrust BCE."""
 
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect
 from django.urls import path
 
-
-@login_required
-def _placeholder(request):
-    return redirect("home")
-
+from . import views_intake as views
 
 urlpatterns = [
-    path("cases/new/", _placeholder, name="case-intake"),
+    path("cases/new/", views.case_intake, name="case-intake"),
+    path("cases/<int:pk>/", views.case_detail, name="case-detail"),
+    path("cases/<int:pk>/basis/", views.case_basis, name="case-basis"),
+    path("cases/<int:pk>/holdings/", views.case_holdings, name="case-holdings"),
+    path("cases/<int:pk>/holdings/import/", views.case_import, name="case-import"),
+    path("cases/<int:pk>/evidence/", views.case_evidence, name="case-evidence"),
+    path("cases/<int:pk>/entrust/", views.case_entrust, name="case-entrust"),
 ]
