@@ -135,6 +135,9 @@ STORAGES = {
     },
 }
 
+# Exports of the entrustment list (CSV/XLSX) stop at this many rows, with a message.
+PORTAL_EXPORT_MAX_ROWS = int(os.environ.get("PORTAL_EXPORT_MAX_ROWS", "100000"))
+
 # Evidence uploads: the limit is a setting, checked by the services, not only by the web server.
 EVIDENCE_MAX_BYTES = int(os.environ.get("EVIDENCE_MAX_BYTES", str(200 * 1024 * 1024)))
 

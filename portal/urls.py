@@ -2,12 +2,11 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from cases import views as case_views
+from cases import views_lists as case_lists
 from documents import views as document_views
 
 urlpatterns = [
-    path("", case_views.home, name="home"),
-    path("entrustments/<int:pk>/", case_views.entrustment_detail, name="entrustment-detail"),
+    path("", case_lists.home, name="home"),
     path("", include("cases.urls_entrustment")),
     path("", include("cases.urls_lists")),
     path("", include("cases.urls_intake")),
