@@ -3,7 +3,7 @@ from django.contrib import admin
 from settlements import services as money
 
 from . import services
-from .admin_tools import HistoryAdmin, ReadOnlyAdmin, service_action
+from .admin_tools import HistoryAdmin, NoEditMixin, ReadOnlyAdmin, service_action
 from .models import (
     Approval,
     Asset,
@@ -91,17 +91,8 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "user", "event", "emailed_at"]
 
 
-class RecordAdmin(HistoryAdmin):
+class RecordAdmin(NoEditMixin, HistoryAdmin):
     """Rows written by services: readable with their history, never edited here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 for model in (Case, Holding, EvidenceFile, Detection, CoinTransfer, ReservePrice, InquiryRound, Quote, Fill):

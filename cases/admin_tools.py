@@ -64,7 +64,9 @@ def service_action(service, *, label: str, needs_reason: bool, object_kwarg: str
     return admin.action(description=label)(action)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class NoEditMixin:
+    """Rows written by services only: the back office reads them."""
+
     def has_add_permission(self, request):
         return False
 
@@ -73,3 +75,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(NoEditMixin, admin.ModelAdmin):
+    pass

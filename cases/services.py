@@ -48,7 +48,17 @@ from .models import (
     TransferKind,
     TransferStatus,
 )
-from .workflow import DisposalError, emit, lock_entrustment, lock_lot, require, run_transition, save_tracked
+from .workflow import (
+    DisposalError,
+    emit,
+    lock_entrustment,
+    lock_lot,
+    reason_required,
+    require,
+    run_transition,
+    save_tracked,
+    transition_with_reason,
+)
 
 OFFICER, APPROVER = Role.OFFICER, Role.APPROVER
 
@@ -127,12 +137,6 @@ def _text_errors(model, *fields: tuple[str, str, object]) -> dict:
         elif isinstance(value, str) and limit and len(value.strip()) > limit:
             errors[key] = _("At most %(n)s characters.") % {"n": limit}
     return errors
-
-
-def _reason_required(reason: str) -> str:
-    if not reason or not reason.strip():
-        raise ValidationError({"reason": _("A reason is required for this action.")})
-    return reason.strip()
 
 
 # --------------------------------------------------------------------------- cases and holdings
@@ -317,20 +321,13 @@ def entrustment_submit(*, actor, entrustment: Entrustment, reason: str = "") -> 
 
 @transaction.atomic
 def entrustment_return(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
-    entrustment = lock_entrustment(entrustment)
-    membership = require(actor, entrustment.bce, OFFICER, APPROVER)
-    run_transition(entrustment, "return_for_correction", actor=actor, membership=membership, reason=reason)
-    return entrustment
+    return transition_with_reason(entrustment, "return_for_correction", actor=actor, party="bce",
+                                  roles=(OFFICER, APPROVER), reason=reason)
 
 
 @transaction.atomic
 def entrustment_refuse(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
-    entrustment = lock_entrustment(entrustment)
-    membership = require(actor, entrustment.bce, APPROVER)
-    run_transition(entrustment, "refuse", actor=actor, membership=membership, reason=reason)
-    return entrustment
+    return transition_with_reason(entrustment, "refuse", actor=actor, party="bce", roles=(APPROVER,), reason=reason)
 
 
 @transaction.atomic
@@ -459,7 +456,7 @@ def detection_accept_observed(*, actor, entrustment: Entrustment, reason: str) -
     The declared amounts stay as they were; the difference is on the record and in the
     reconciliation. Addresses not under control cannot be accepted: they are not disposable.
     """
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
     if entrustment.state != EntrustmentState.DETECTION_MISMATCH:
@@ -731,16 +728,13 @@ def platform_deposit_confirm(*, actor, entrustment: Entrustment, txids: dict[str
 
 @transaction.atomic
 def platform_aml_hold(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
-    entrustment = lock_entrustment(entrustment)
-    membership = require(actor, entrustment.agency, OFFICER)
-    run_transition(entrustment, "hold_for_aml", actor=actor, membership=membership, reason=reason)
-    return entrustment
+    return transition_with_reason(entrustment, "hold_for_aml", actor=actor, party="agency", roles=(OFFICER,),
+                                  reason=reason)
 
 
 @transaction.atomic
 def platform_transfer_fail(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
     for transfer in entrustment.transfers.select_for_update().filter(kind=TransferKind.TO_PLATFORM,
@@ -843,7 +837,7 @@ def award_approve(*, actor, lot: Lot, reason: str = "") -> Lot:
 @transaction.atomic
 def lot_suspend(*, actor, lot: Lot, reason: str) -> Lot:
     """Extreme market move or platform halt: stop the round rather than sell."""
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment, lot = lock_lot(lot)
     try:
         membership = require(actor, entrustment.agency, OFFICER)
@@ -907,7 +901,7 @@ def execution_record(*, actor, lot: Lot, fills: list[FillRecord]) -> Lot:
 @transaction.atomic
 def lot_exhaust(*, actor, lot: Lot, reason: str) -> Lot:
     """After the last permitted failed round the lot stays unsold (back to the bureau's decision)."""
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment, lot = lock_lot(lot)
     membership = require(actor, entrustment.bce, APPROVER)
     if lot.state == LotState.NO_DEAL and lot.rounds_left():
@@ -931,7 +925,7 @@ def _complete_sale_if_done(entrustment, *, actor, membership) -> None:
 @transaction.atomic
 def entrustment_cancel(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
     """The bureau withdraws before any coin has moved; a posted bond is released."""
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
     run_transition(entrustment, "cancel", actor=actor, membership=membership, reason=reason)
@@ -950,7 +944,7 @@ def entrustment_cancel(*, actor, entrustment: Entrustment, reason: str) -> Entru
 @transaction.atomic
 def entrustment_declare_agency_default(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
     """The agency failed its duties: its bond is forfeited and BCE may appoint another."""
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, APPROVER)
     run_transition(entrustment, "declare_agency_default", actor=actor, membership=membership, reason=reason)
@@ -966,7 +960,7 @@ def entrustment_declare_agency_default(*, actor, entrustment: Entrustment, reaso
 
 @transaction.atomic
 def entrustment_reopen_after_default(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, APPROVER)
     if entrustment.state != EntrustmentState.AGENCY_DEFAULT:
@@ -979,7 +973,7 @@ def entrustment_reopen_after_default(*, actor, entrustment: Entrustment, reason:
 
 @transaction.atomic
 def entrustment_open_dispute(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     try:
         membership = require(actor, entrustment.bureau, APPROVER)
@@ -991,8 +985,5 @@ def entrustment_open_dispute(*, actor, entrustment: Entrustment, reason: str) ->
 
 @transaction.atomic
 def entrustment_resolve_dispute(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
-    entrustment = lock_entrustment(entrustment)
-    membership = require(actor, entrustment.bce, APPROVER)
-    run_transition(entrustment, "resolve_dispute", actor=actor, membership=membership, reason=reason)
-    return entrustment
+    return transition_with_reason(entrustment, "resolve_dispute", actor=actor, party="bce", roles=(APPROVER,),
+                                  reason=reason)

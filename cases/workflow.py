@@ -8,6 +8,7 @@ write the business event, and schedule side effects for after the commit.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -56,6 +57,26 @@ def require(actor, organisation: Organisation | None, *roles: str) -> Membership
         org_name = organisation.name if organisation else _("the responsible organisation")
         raise NotPermitted(_("Only %(roles)s of %(org)s may take this action.") % {"roles": role_names, "org": org_name})
     return membership
+
+
+def reason_required(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise ValidationError({"reason": _("A reason is required for this action.")})
+    return reason.strip()
+
+
+def transition_with_reason(entrustment: Entrustment, transition: str, *, actor, party: str, roles: tuple,
+                           reason: str) -> Entrustment:
+    """The whole of a step that only moves the state, for a stated reason, by one party's role.
+
+    Call it inside the service's transaction; `party` names the entrustment's organisation
+    field ("bureau", "bce" or "agency").
+    """
+    reason = reason_required(reason)
+    entrustment = lock_entrustment(entrustment)
+    membership = require(actor, getattr(entrustment, party), *roles)
+    run_transition(entrustment, transition, actor=actor, membership=membership, reason=reason)
+    return entrustment
 
 
 def lock_entrustment(entrustment: Entrustment) -> Entrustment:

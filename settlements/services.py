@@ -15,8 +15,17 @@ from django.utils.translation import gettext as _
 from agencies.models import Organisation, OrgKind, Role
 from cases import approvals
 from cases.models import Entrustment, EntrustmentState, EventType, net_proceeds_by_currency
-from cases.services import _reason_required, parse_money
-from cases.workflow import DisposalError, emit, lock_entrustment, require, run_transition, save_tracked
+from cases.services import parse_money
+from cases.workflow import (
+    DisposalError,
+    emit,
+    lock_entrustment,
+    reason_required,
+    require,
+    run_transition,
+    save_tracked,
+    transition_with_reason,
+)
 
 from .models import (
     FxConversion,
@@ -105,7 +114,7 @@ def fx_record_approval(*, actor, entrustment: Entrustment, currency: str, approv
 
 @transaction.atomic
 def fx_record_rejection(*, actor, entrustment: Entrustment, currency: str, reason: str) -> FxConversion:
-    reason = _reason_required(reason)
+    reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
     foreign = entrustment.offshore_receipts.filter(currency=currency).aggregate(s=Sum("amount"))["s"]
@@ -121,11 +130,8 @@ def fx_record_rejection(*, actor, entrustment: Entrustment, currency: str, reaso
 
 @transaction.atomic
 def fx_resubmit(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    reason = _reason_required(reason)
-    entrustment = lock_entrustment(entrustment)
-    membership = require(actor, entrustment.agency, OFFICER)
-    run_transition(entrustment, "resubmit_fx", actor=actor, membership=membership, reason=reason)
-    return entrustment
+    return transition_with_reason(entrustment, "resubmit_fx", actor=actor, party="agency", roles=(OFFICER,),
+                                  reason=reason)
 
 
 @transaction.atomic
