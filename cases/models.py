@@ -345,6 +345,12 @@ class Entrustment(ConcurrentTransitionMixin, models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("view_all_entrustments", "Can read every entrustment (supervision)")]
+        # The list's default and alternative sorts, and the work queue's clock order.
+        indexes = [
+            models.Index(fields=["state_changed_at", "id"], name="entrustment_changed_idx"),
+            models.Index(fields=["created_at", "id"], name="entrustment_created_idx"),
+            models.Index(fields=["state", "sla_started_at"], name="entrustment_state_clock_idx"),
+        ]
 
     def __str__(self):
         return self.number
