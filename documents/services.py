@@ -83,13 +83,20 @@ def document_issue(*, entrustment_id: int, doc_type: str, subject: str = "", tri
         # A concurrent delivery of the same trigger won; its document is the answer.
         return Document.objects.filter(trigger=trigger).first()
     except (MissingFacts, SigningUnavailable) as exc:
+        # Missing facts are the readers' business; where the server keeps its keys is not:
+        # the record says which organisation cannot sign, the log says where the key was sought.
+        if isinstance(exc, SigningUnavailable):
+            issuer = issuer_for(doc_type, Entrustment.objects.get(pk=entrustment_id))
+            said = _("No signing certificate is configured for %(org)s.") % {"org": issuer.name}
+        else:
+            said = str(exc)
         with transaction.atomic():
             entrustment = Entrustment.objects.select_related("case").get(pk=entrustment_id)
             emit(case=entrustment.case, entrustment=entrustment, actor=actor, type=EventType.DOCUMENT_REFUSED,
-                 reason=str(exc), details={"type": doc_type, "subject": subject, "trigger": trigger})
+                 reason=said, details={"type": doc_type, "subject": subject, "trigger": trigger})
         log.warning("document %s for entrustment %s not issued: %s", doc_type, entrustment_id, exc)
         if actor is not None:
-            raise DisposalError(str(exc)) from exc
+            raise DisposalError(said) from exc
         return None
 
 
