@@ -22,6 +22,7 @@ from .models import (
     Notification,
     Quote,
     ReservePrice,
+    Sequence,
 )
 
 
@@ -102,3 +103,8 @@ for model in (Case, Holding, EvidenceFile, Detection, CoinTransfer, ReservePrice
 @admin.register(Asset, Jurisdiction, DisposalPolicy)
 class ReferenceDataAdmin(HistoryAdmin):
     """Reference data administrators maintain; every change is in the field history."""
+
+
+@admin.register(Sequence)
+class SequenceAdmin(ReadOnlyAdmin):
+    list_display = ["series", "year", "last"]

@@ -96,6 +96,31 @@ class DisposalPolicy(models.Model):
         return max(1, int(self.quorums.get(action, 1)))
 
 
+# --------------------------------------------------------------------------- numbering
+
+
+class Sequence(models.Model):
+    """The last number issued per series and year (entrustments, each document type).
+
+    Numbers are taken under a row lock inside the issuing transaction, so they are unique
+    and gap-free per series; a rolled-back transaction gives its number back.
+    """
+
+    series = models.CharField(max_length=40)
+    year = models.PositiveSmallIntegerField()
+    last = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "year"], name="one_sequence_per_series_year")]
+
+    @classmethod
+    def next_number(cls, series: str, prefix: str, year: int) -> str:
+        sequence, _ = cls.objects.select_for_update().get_or_create(series=series, year=year)
+        sequence.last += 1
+        sequence.save(update_fields=["last"])
+        return f"{prefix}-{year}-{sequence.last:06d}"
+
+
 # --------------------------------------------------------------------------- assets
 
 

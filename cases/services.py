@@ -9,7 +9,6 @@ The money side (receipt to close) is in `settlements/services.py`.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import MAX_PREC, Context, Decimal, InvalidOperation
@@ -45,6 +44,7 @@ from .models import (
     Quote,
     ReservePrice,
     ReserveRule,
+    Sequence,
     TransferKind,
     TransferStatus,
 )
@@ -256,9 +256,6 @@ def holding_register(*, actor, case: Case, asset: Asset, address: str, amount, l
 # --------------------------------------------------------------------------- entrustment: bureau and BCE
 
 
-def _next_number(prefix: str) -> str:
-    year = timezone.localdate().year
-    return f"{prefix}-{year}-{secrets.token_hex(4).upper()}"
 
 
 @transaction.atomic
@@ -278,7 +275,8 @@ def entrustment_create(*, actor, case: Case, holdings: list[Holding], bce: Organ
     policy = DisposalPolicy.objects.filter(jurisdiction=case.bureau.jurisdiction, is_current=True).first()
     if policy is None:
         raise DisposalError(_("No disposal policy is in force for this bureau's jurisdiction."))
-    entrustment = Entrustment(number=_next_number("WT"), case=case, bureau=case.bureau, bce=bce, policy=policy,
+    number = Sequence.next_number("entrustment", "WT", timezone.localdate().year)
+    entrustment = Entrustment(number=number, case=case, bureau=case.bureau, bce=bce, policy=policy,
                               prepared_by=actor)
     save_tracked(entrustment, actor=actor, reason="drafted")
     for h in locked:

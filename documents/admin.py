@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from cases.admin_tools import ReadOnlyAdmin
 
-from .models import Document, DocumentCounter
+from .models import Document
 
 
 @admin.register(Document)
@@ -11,8 +11,3 @@ class DocumentAdmin(ReadOnlyAdmin):
     list_filter = ["type"]
     search_fields = ["number", "entrustment__number", "sha256"]
     exclude = ["token"]  # the verify token is printed on the paper, not shown around the office
-
-
-@admin.register(DocumentCounter)
-class DocumentCounterAdmin(ReadOnlyAdmin):
-    list_display = ["type", "year", "last"]

@@ -47,17 +47,6 @@ NUMBER_PREFIX = {
 }
 
 
-class DocumentCounter(models.Model):
-    """The last number issued per type and year; incremented under a row lock."""
-
-    type = models.CharField(max_length=30, choices=DocumentType.choices)
-    year = models.PositiveSmallIntegerField()
-    last = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["type", "year"], name="one_counter_per_type_year")]
-
-
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 

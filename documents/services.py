@@ -13,20 +13,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from cases.models import Entrustment, EventType
+from cases.models import Entrustment, EventType, Sequence
 from cases.workflow import DisposalError, emit, require
 
-from .models import NUMBER_PREFIX, Document, DocumentCounter, DocumentType, new_token
+from .models import NUMBER_PREFIX, Document, DocumentType, new_token
 
 log = logging.getLogger(__name__)
 
 
 def next_number(doc_type: str, year: int) -> str:
     """The next number in the type's yearly sequence. Must run inside the issuing transaction."""
-    counter, _ = DocumentCounter.objects.select_for_update().get_or_create(type=doc_type, year=year)
-    counter.last += 1
-    counter.save(update_fields=["last"])
-    return f"{NUMBER_PREFIX[doc_type]}-{year}-{counter.last:06d}"
+    return Sequence.next_number(f"document:{doc_type}", NUMBER_PREFIX[doc_type], year)
 
 
 def current_version(entrustment, doc_type: str, subject: str) -> Document | None:

@@ -37,3 +37,14 @@ def test_coins_reconcile_per_asset(flow):
     assert lines["ETH"].declared == 10 * 10**18
     assert lines["ETH"].sold + lines["ETH"].network_fees == 10 * 10**18
     assert all(isinstance(v, Decimal) for v in (m.net_proceeds for m in reconciliation(entrustment).money))
+
+
+def test_entrustments_are_numbered_in_sequence_per_year(flow, world):
+    from django.utils import timezone
+
+    from tests.flow import Flow
+
+    first = flow.to("draft")
+    second = Flow(world, case_number="顺公立字〔2025〕101号").to("draft")
+    year = timezone.localdate().year
+    assert first.number == f"WT-{year}-000001" and second.number == f"WT-{year}-000002"

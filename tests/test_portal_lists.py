@@ -320,7 +320,7 @@ def test_it_filters_by_created_date_in_shanghai_time(client, world, many):
 
 def test_it_searches_case_and_entrustment_numbers(client, world, many):
     assert listed(client, world.supervisor, q="朝公立字") == {many["chaoyang"].number}
-    assert listed(client, world.supervisor, q="701") == {many["both"].number}
+    assert listed(client, world.supervisor, q="701号") == {many["both"].number}
     number = many["shunyi"][3].number
     assert listed(client, world.supervisor, q=number[-6:].lower()) == {number}  # case-insensitive
 
@@ -380,7 +380,7 @@ def test_an_unknown_export_format_is_not_found(client, world):
 
 def test_htmx_gets_only_the_results_and_a_browser_gets_the_page(client, world, many):
     client.force_login(world.shunyi_officer)
-    partial = client.get(reverse("entrustment-list"), {"q": "700"}, headers={"HX-Request": "true"})
+    partial = client.get(reverse("entrustment-list"), {"q": "700号"}, headers={"HX-Request": "true"})
     assert partial.status_code == 200
     html = partial.content.decode()
     assert "<html" not in html and "<table>" in html and many["shunyi"][0].number in html
@@ -435,10 +435,10 @@ def test_a_cell_that_looks_like_a_formula_stays_text(client, world):
 def test_an_export_over_the_cap_is_refused_with_a_message(client, world, many, settings):
     settings.PORTAL_EXPORT_MAX_ROWS = 5
     client.force_login(world.shunyi_officer)
-    response = client.get(reverse("entrustment-export", args=["csv"]), {"q": "700"}, follow=True)
+    response = client.get(reverse("entrustment-export", args=["csv"]), {"q": "700号"}, follow=True)
     assert response.redirect_chain[-1][0].startswith(reverse("entrustment-list") + "?q=700")
     assert "An export holds at most 5 rows and this list has 12" in response.content.decode()
-    assert exported_numbers(csv_rows(client, world.shunyi_officer, q="701")) == {many["both"].number}
+    assert exported_numbers(csv_rows(client, world.shunyi_officer, q="701号")) == {many["both"].number}
 
 
 # --------------------------------------------------------------------------- dashboard
