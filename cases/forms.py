@@ -9,7 +9,6 @@ what the services refuse and says so next to the field. When the service still r
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal, InvalidOperation
 
 from django import forms
@@ -21,6 +20,7 @@ from django.utils.translation import gettext_lazy
 
 from agencies.models import Appointment, Organisation, OrgKind
 
+from .evidence import ACCEPT, check_evidence_file
 from .models import EvidenceKind, LotState, ReserveRule, TransferKind, TransferStatus
 from .services import FillRecord, Observation, TransferRecord, parse_address, parse_amount, parse_money
 from .workflow import DisposalError
@@ -716,28 +716,6 @@ class CloseForm(NoteForm):
 # --------------------------------------------------------------------------- evidence
 
 
-# Extension → the type its content must sniff as.
-EVIDENCE_TYPES = {"pdf": "PDF", "jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "mp4": "MP4", "mp3": "MP3",
-                  "zip": "ZIP"}
-
-
-def sniff(head: bytes) -> str | None:
-    """The type the first bytes of a file announce, among the ones evidence may be."""
-    if head.startswith(b"%PDF-"):
-        return "PDF"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[4:8] == b"ftyp":
-        return "MP4"
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "MP3"
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
-        return "ZIP"
-    return None
-
-
 class EvidenceForm(ActionForm):
     kind = forms.ChoiceField(label=gettext_lazy("Kind"), choices=EvidenceKind.choices)
     description = forms.CharField(label=gettext_lazy("Description"), required=False, max_length=200)
@@ -746,28 +724,10 @@ class EvidenceForm(ActionForm):
     def build(self):
         self.fields["file"].help_text = _("PDF, JPEG, PNG, MP4, MP3 or ZIP; at most %(size)s.") % {
             "size": filesizeformat(settings.EVIDENCE_MAX_BYTES)}
-        self.fields["file"].widget.attrs["accept"] = ",".join(f".{ext}" for ext in EVIDENCE_TYPES)
+        self.fields["file"].widget.attrs["accept"] = ACCEPT
 
     def clean_file(self):
-        upload = self.cleaned_data["file"]
-        if upload.size > settings.EVIDENCE_MAX_BYTES:
-            raise ValidationError(_("“%(name)s” is %(size)s; the limit is %(limit)s.") % {
-                "name": upload.name, "size": filesizeformat(upload.size),
-                "limit": filesizeformat(settings.EVIDENCE_MAX_BYTES)})
-        ext = os.path.splitext(upload.name)[1].lower().lstrip(".")
-        expected = EVIDENCE_TYPES.get(ext)
-        if expected is None:
-            raise ValidationError(_("“%(name)s” is not accepted: only PDF, JPEG, PNG, MP4, MP3 and ZIP files may be "
-                                    "uploaded as evidence.") % {"name": upload.name})
-        upload.seek(0)
-        head = upload.read(16)
-        upload.seek(0)
-        found = sniff(head)
-        if found != expected:
-            raise ValidationError(_("“%(name)s” is named as a %(expected)s file but its content is not %(expected)s "
-                                    "(%(found)s).") % {"name": upload.name, "expected": expected,
-                                                       "found": found or _("unrecognised content")})
-        return upload
+        return check_evidence_file(self.cleaned_data["file"])
 
     def service_kwargs(self):
         data = self.cleaned_data

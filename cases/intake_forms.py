@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from agencies.models import Organisation, OrgKind, Role
 
+from .evidence import ACCEPT, check_evidence_file
 from .models import ApprovalLevel, Asset, Case, EntrustmentState, EvidenceKind, Holding, LegalBasisKind
 from .workflow import DisposalError
 
@@ -151,51 +151,15 @@ class ImportForm(forms.Form):
 # --------------------------------------------------------------------------- evidence
 
 
-EVIDENCE_TYPES = {  # extension → type name; the content must match (see `evidence_type`)
-    "pdf": "pdf", "jpg": "jpeg", "jpeg": "jpeg", "png": "png", "mp4": "mp4", "mp3": "mp3", "zip": "zip",
-}
-
-
-def evidence_type(head: bytes) -> str | None:
-    """What the first bytes of a file say it is, for the types evidence may have."""
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"%PDF-"):
-        return "pdf"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    return None
-
-
 class EvidenceForm(forms.Form):
     kind = forms.ChoiceField(label=_("Kind of evidence"), choices=[("", "—")] + list(EvidenceKind.choices))
     file = forms.FileField(label=_("File"), max_length=255,
-                           widget=forms.ClearableFileInput(attrs={"accept": ".pdf,.jpg,.jpeg,.png,.mp4,.mp3,.zip"}),
+                           widget=forms.ClearableFileInput(attrs={"accept": ACCEPT}),
                            help_text=_("PDF, JPEG, PNG, MP4, MP3 or ZIP."))
     description = forms.CharField(label=_("Description"), max_length=200, required=False)
 
     def clean_file(self):
-        upload = self.cleaned_data["file"]
-        limit = settings.EVIDENCE_MAX_BYTES
-        if upload.size > limit:
-            raise ValidationError(_("The file is larger than the limit of %(size)s.") % {"size": filesizeformat(limit)})
-        extension = upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
-        expected = EVIDENCE_TYPES.get(extension)
-        if expected is None:
-            raise ValidationError(_("Only PDF, JPEG, PNG, MP4, MP3 and ZIP files are accepted."))
-        upload.seek(0)
-        head = upload.read(1024)
-        upload.seek(0)
-        if evidence_type(head) != expected:
-            raise ValidationError(_("The file's content is not %(type)s, although its name ends in .%(ext)s.")
-                                  % {"type": expected.upper(), "ext": extension})
-        return upload
+        return check_evidence_file(self.cleaned_data["file"])
 
 
 # --------------------------------------------------------------------------- entrustment

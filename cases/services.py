@@ -23,6 +23,7 @@ from agencies.models import Appointment, Organisation, OrgKind, PerformanceBond,
 
 from . import approvals
 from .addresses import AddressError, validate_address
+from .evidence import check_evidence_file
 from .fields import sum_units
 from .models import (
     ApprovalLevel,
@@ -201,8 +202,6 @@ def case_record_legal_basis(*, actor, case: Case, kind: str, document_no: str, b
 
 @transaction.atomic
 def evidence_add(*, actor, case: Case, kind: str, upload, description: str = "", entrustment=None) -> EvidenceFile:
-    from django.conf import settings
-
     parties = [case.bureau] + ([entrustment.bce, entrustment.agency] if entrustment else [])
     membership = None
     for org in filter(None, parties):
@@ -213,9 +212,10 @@ def evidence_add(*, actor, case: Case, kind: str, upload, description: str = "",
             continue
     if membership is None:
         raise DisposalError(_("Only the parties to this case may add evidence."))
-    if upload.size > settings.EVIDENCE_MAX_BYTES:
-        raise ValidationError({"file": _("The file is larger than the limit of %(n)s bytes.")
-                               % {"n": settings.EVIDENCE_MAX_BYTES}})
+    try:
+        check_evidence_file(upload)  # also here, so that no caller can store what a form would refuse
+    except ValidationError as exc:
+        raise ValidationError({"file": exc.messages})
     sha256, size = EvidenceFile.digest(upload)
     evidence = EvidenceFile(case=case, entrustment=entrustment, kind=kind, description=description,
                             original_name=upload.name[:255], size=size, sha256=sha256, uploaded_by=actor)

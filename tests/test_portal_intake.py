@@ -482,10 +482,10 @@ def test_an_oversized_or_overlong_import_file_is_refused(client, world, case, se
 
 
 @pytest.mark.parametrize("name, content, fragment", [
-    ("virus.exe", b"MZ\x90\x00", "Only PDF, JPEG, PNG, MP4, MP3 and ZIP"),
+    ("virus.exe", b"MZ\x90\x00", "only PDF, JPEG, PNG, MP4, MP3 and ZIP"),
     ("scan.pdf", b"MZ\x90\x00 not a pdf", "content is not PDF"),
     ("photo.jpg", PNG, "content is not JPEG"),
-    ("noextension", PDF, "Only PDF"),
+    ("noextension", PDF, "only PDF"),
 ])
 def test_evidence_of_the_wrong_type_is_refused(client, world, case, name, content, fragment):
     as_user(client, world.shunyi_officer)
@@ -501,7 +501,7 @@ def test_oversized_evidence_is_refused(client, world, case, settings):
     as_user(client, world.shunyi_officer)
     response = client.post(reverse("case-evidence", args=[case.pk]),
                            {"kind": "seizure", "file": SimpleUploadedFile("scan.pdf", PDF)})
-    assert "larger than the limit" in response.context["form"].errors["file"][0]
+    assert "the limit is 10" in response.context["form"].errors["file"][0]
     assert not EvidenceFile.objects.exists()
 
 
