@@ -240,3 +240,22 @@ def validate_address(address: str, address_format: str) -> str:
     if address_format == TRON:
         return _validate_tron(address)
     return _validate_bitcoin_like(address, address_format)
+
+
+def demo_address(address_format: str, label: str) -> str:
+    """A valid, deterministic address for demo data and emulators, derived from a label.
+
+    Nobody holds its key in any useful sense: the "key" is the SHA-256 of a public label.
+    """
+    import hashlib
+
+    from bip_utils import EthAddrEncoder, P2WPKHAddrEncoder, Secp256k1PrivateKey, TrxAddrEncoder
+
+    key = Secp256k1PrivateKey.FromBytes(hashlib.sha256(label.encode()).digest()).PublicKey()
+    if address_format == BTC:
+        return P2WPKHAddrEncoder.EncodeKey(key, hrp="bc", wit_ver=0)
+    if address_format == LTC:
+        return P2WPKHAddrEncoder.EncodeKey(key, hrp="ltc", wit_ver=0)
+    if address_format == EVM:
+        return EthAddrEncoder.EncodeKey(key)
+    return TrxAddrEncoder.EncodeKey(key)

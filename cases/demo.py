@@ -1,11 +1,10 @@
 """Reference data and demo data shared by the `seed_demo` command and the tests' personas."""
 
-import hashlib
 from decimal import Decimal
 
-from bip_utils import EthAddrEncoder, P2WPKHAddrEncoder, Secp256k1PrivateKey, TrxAddrEncoder
-
 from agencies.models import OrgKind
+
+from .addresses import demo_address  # noqa: F401 - the demo data and tests take addresses from here
 
 # (code, kind, Chinese name, English name)
 ORGANISATIONS = [
@@ -56,18 +55,6 @@ PERSONAS = {
     "witness_officer": ("mps-first-institute", "officer", "一所 技术见证"),
     "supervisor": ("bj-inspection", "auditor", "督察 审计"),
 }
-
-
-def demo_address(address_format: str, label: str) -> str:
-    """A valid, deterministic address for demo data: nobody holds its key (derived from a label)."""
-    key = Secp256k1PrivateKey.FromBytes(hashlib.sha256(label.encode()).digest()).PublicKey()
-    if address_format == "btc":
-        return P2WPKHAddrEncoder.EncodeKey(key, hrp="bc", wit_ver=0)
-    if address_format == "ltc":
-        return P2WPKHAddrEncoder.EncodeKey(key, hrp="ltc", wit_ver=0)
-    if address_format == "evm":
-        return EthAddrEncoder.EncodeKey(key)
-    return TrxAddrEncoder.EncodeKey(key)
 
 
 SAMPLE_HOLDINGS = [  # (symbol, chain, amount as text, location)

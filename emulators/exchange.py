@@ -55,6 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from cases.addresses import demo_address
 from emulators.market import LIQUIDITY_PROVIDERS, ReplayMarket
 
 HOST = "127.0.0.1"
@@ -152,20 +153,6 @@ def _decimal(value: Any, what: str, error) -> Decimal:
 
 def _fmt(amount: Decimal, decimals: int) -> str:
     return format(amount.quantize(Decimal(1).scaleb(-decimals)), "f")
-
-
-def demo_address(address_format: str, label: str) -> str:
-    """A valid, deterministic address nobody holds a key for (derived from a label)."""
-    from bip_utils import EthAddrEncoder, P2WPKHAddrEncoder, Secp256k1PrivateKey, TrxAddrEncoder
-
-    key = Secp256k1PrivateKey.FromBytes(hashlib.sha256(label.encode()).digest()).PublicKey()
-    if address_format == "btc":
-        return P2WPKHAddrEncoder.EncodeKey(key, hrp="bc", wit_ver=0)
-    if address_format == "ltc":
-        return P2WPKHAddrEncoder.EncodeKey(key, hrp="ltc", wit_ver=0)
-    if address_format == "evm":
-        return EthAddrEncoder.EncodeKey(key)
-    return TrxAddrEncoder.EncodeKey(key)
 
 
 class EmulatorState:

@@ -478,3 +478,17 @@ def test_errors_say_whether_to_retry():
     lost = IndeterminateResult("x", party="hashkey", operation="accept_quote", idempotency_key="k")
     assert isinstance(lost, TransientError) and isinstance(lost, CounterpartyError)
     assert lost.transient and lost.code == ErrorCode.INDETERMINATE
+
+
+def test_a_malformed_number_from_a_venue_is_an_error_not_a_zero():
+    from decimal import Decimal
+
+    from counterparties.errors import ErrorCode, PermanentError
+    from counterparties.exchanges.base import venue_decimal
+
+    assert venue_decimal("62100.5", party="osl") == Decimal("62100.5")
+    assert venue_decimal(None, party="osl") == 0 and venue_decimal("", party="osl", default=None) is None
+    for bad in ("abc", "NaN", "Infinity", "1,000"):
+        with pytest.raises(PermanentError) as exc:
+            venue_decimal(bad, party="osl")
+        assert exc.value.code == ErrorCode.BAD_RESPONSE

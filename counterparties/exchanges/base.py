@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -244,6 +244,21 @@ def parse_symbol(symbol: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"symbol must look like 'BTC/USD', got {symbol!r}")
     return parts[0], parts[1]
+
+
+def venue_decimal(value: Any, *, party: str, default: Decimal = Decimal(0)) -> Decimal:
+    """A number the venue sent, as Decimal. Absent gives `default`; malformed is a
+    BAD_RESPONSE error, never a silent zero in a price, a fee or a deposit amount."""
+    if value is None or value == "":
+        return default
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise PermanentError(f"malformed number from the venue: {str(value)[:40]!r}", party=party,
+                             code=ErrorCode.BAD_RESPONSE)
+    return number
 
 
 def parse_venue_time(value: Any) -> datetime:

@@ -31,12 +31,13 @@ import hashlib
 import hmac
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from counterparties.errors import CounterpartyError, ErrorCode, IndeterminateResult, PermanentError, TransientError
 from counterparties.exchanges.base import (
+    venue_decimal,
     Deposit,
     DepositStatus,
     Fill,
@@ -151,10 +152,7 @@ def classify_error(code: str, msg: str, *, http_status: int,
 
 
 def _dec(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, TypeError):
-        return Decimal(0)
+    return venue_decimal(value, party="hashkey")
 
 
 class HashKeyExchange(SignedHttpClient):

@@ -29,12 +29,13 @@ import hmac
 import json
 import time
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from counterparties.errors import CounterpartyError, ErrorCode, IndeterminateResult, PermanentError, TransientError
 from counterparties.exchanges.base import (
+    venue_decimal,
     Deposit,
     DepositStatus,
     Fill,
@@ -138,10 +139,7 @@ def classify_error(code: str, *, http_status: int, mutating: bool) -> tuple[type
 
 
 def _dec(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, TypeError):
-        return Decimal(0)
+    return venue_decimal(value, party="osl")
 
 
 class OslExchange(SignedHttpClient):
