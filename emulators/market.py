@@ -2,7 +2,7 @@
 
 BTC/USD is real: one day of Bitstamp BTC/USD 1-minute candles (2025-01-07, "Bitstamp BTC/USD 1-minute
 data", from the public repository ff137/bitstamp-btcusd-minute-data, MIT), read from
-``../shared/data/btcusd_bitstamp_1min_2025-01-07.csv`` (or the file named by ``EMULATOR_BTC_CSV``). Minute
+``emulators/data/btcusd_bitstamp_1min_2025-01-07.csv`` (or the file named by ``EMULATOR_BTC_CSV``). Minute
 ``i`` (0–1439) of the replay is row ``i``; its mid price is that candle's close.
 
 ETH/USD and LTC/USD are **synthetic**: no clean minute data for them was available. Their paths are seeded
@@ -75,8 +75,7 @@ def default_csv_path() -> Path:
     env = os.environ.get("EMULATOR_BTC_CSV")
     if env:
         return Path(env)
-    # /work/main/emulators/market.py → /work/shared/data/<file>
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / CSV_NAME
+    return Path(__file__).resolve().parent / "data" / CSV_NAME
 
 
 def load_btc_closes(path: Path | None = None) -> tuple[list[Decimal], list[Decimal]]:

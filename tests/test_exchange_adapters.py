@@ -28,7 +28,7 @@ from counterparties.exchanges.osl import osl_signature
 from emulators.exchange import start_exchange_emulator
 from emulators.market import LIQUIDITY_MULTIPLE, LIQUIDITY_PROVIDERS
 
-CSV_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusd_bitstamp_1min_2025-01-07.csv"
+CSV_PATH = Path(__file__).resolve().parents[1] / "emulators" / "data" / "btcusd_bitstamp_1min_2025-01-07.csv"
 VENUES = ["hashkey", "osl"]
 ACCEPT_PATH = {"hashkey": "/market-place/accept-quote", "osl": "/retail/trade"}
 SATOSHI = 10**8
