@@ -346,25 +346,33 @@ class Entrustment(ConcurrentTransitionMixin, models.Model):
     """One disposal: a bureau entrusts BCE with some holdings of a case."""
 
     number = models.CharField(_("number"), max_length=30, unique=True)
-    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="entrustments")
-    bureau = models.ForeignKey("agencies.Organisation", on_delete=models.PROTECT, related_name="entrustments")
-    bce = models.ForeignKey("agencies.Organisation", on_delete=models.PROTECT, related_name="bce_entrustments")
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="entrustments", verbose_name=_("case"))
+    bureau = models.ForeignKey("agencies.Organisation", on_delete=models.PROTECT, related_name="entrustments",
+                               verbose_name=_("case-handling bureau"))
+    bce = models.ForeignKey("agencies.Organisation", on_delete=models.PROTECT, related_name="bce_entrustments",
+                            verbose_name=_("equity exchange"))
     agency = models.ForeignKey(
-        "agencies.Organisation", on_delete=models.PROTECT, null=True, blank=True, related_name="agency_entrustments"
+        "agencies.Organisation", on_delete=models.PROTECT, null=True, blank=True, related_name="agency_entrustments",
+        verbose_name=_("service agency"),
     )
     platform = models.ForeignKey(
-        "agencies.Organisation", on_delete=models.PROTECT, null=True, blank=True, related_name="platform_entrustments"
+        "agencies.Organisation", on_delete=models.PROTECT, null=True, blank=True, related_name="platform_entrustments",
+        verbose_name=_("platform"),
     )
-    policy = models.ForeignKey(DisposalPolicy, on_delete=models.PROTECT, related_name="entrustments")
-    channel = models.CharField(max_length=30, choices=DisposalChannel.choices, default=DisposalChannel.BCE_HK)
-    state = FSMField(default=S.DRAFT, choices=S.choices, protected=True, db_index=True)
+    policy = models.ForeignKey(DisposalPolicy, on_delete=models.PROTECT, related_name="entrustments",
+                               verbose_name=_("disposal policy"))
+    channel = models.CharField(_("disposal channel"), max_length=30, choices=DisposalChannel.choices,
+                               default=DisposalChannel.BCE_HK)
+    state = FSMField(_("state"), default=S.DRAFT, choices=S.choices, protected=True, db_index=True)
     # Where a dispute returns to once resolved.
-    state_before_dispute = models.CharField(max_length=30, choices=S.choices, blank=True)
-    prepared_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    state_changed_at = models.DateTimeField(default=timezone.now)
-    sla_started_at = models.DateTimeField(null=True, blank=True)
-    sla_stopped_at = models.DateTimeField(null=True, blank=True)
+    state_before_dispute = models.CharField(_("state before the dispute"), max_length=30, choices=S.choices,
+                                            blank=True)
+    prepared_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                                    verbose_name=_("prepared by"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    state_changed_at = models.DateTimeField(_("state changed at"), default=timezone.now)
+    sla_started_at = models.DateTimeField(_("24-hour clock started at"), null=True, blank=True)
+    sla_stopped_at = models.DateTimeField(_("24-hour clock stopped at"), null=True, blank=True)
     history = HistoricalRecords(bases=FSM_HISTORY_BASES)
 
     class Meta:
