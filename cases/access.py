@@ -26,3 +26,19 @@ def lot_for_user(user, pk):
     if lot is None or not visible_entrustments(user).filter(pk=lot.entrustment_id).exists():
         raise Http404
     return lot
+
+
+def evidence_for_user(user, pk):
+    """Evidence on an entrustment follows that entrustment's visibility; case-level evidence the case's."""
+    from .models import EvidenceFile
+
+    evidence = EvidenceFile.objects.select_related("case").filter(pk=pk).first()
+    if evidence is None:
+        raise Http404
+    if evidence.entrustment_id is not None:
+        visible = visible_entrustments(user).filter(pk=evidence.entrustment_id).exists()
+    else:
+        visible = visible_cases(user).filter(pk=evidence.case_id).exists()
+    if not visible:
+        raise Http404
+    return evidence

@@ -12,4 +12,5 @@ urlpatterns = [
     path("cases/<int:pk>/holdings/import/", views.case_import, name="case-import"),
     path("cases/<int:pk>/evidence/", views.case_evidence, name="case-evidence"),
     path("cases/<int:pk>/entrust/", views.case_entrust, name="case-entrust"),
+    path("evidence/<int:pk>/download/", views.evidence_download, name="evidence-download"),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from agencies.models import Membership, Role
 
 from . import intake
-from .access import case_for_user
+from .access import case_for_user, evidence_for_user
 from .intake_forms import (
     CaseForm,
     EntrustForm,
@@ -270,3 +270,13 @@ def case_entrust(request, pk):
     context = {"case": case, "form": form, "basis_problems": case.legal_basis_problems(),
                "has_holdings": entrustable_holdings(case).exists()}
     return render(request, "cases/intake/entrust_form.html", context)
+
+
+@login_required
+@require_safe
+def evidence_download(request, pk):
+    """The stored evidence file, to whoever may see what it is evidence of."""
+    from django.http import FileResponse
+
+    evidence = evidence_for_user(request.user, pk)
+    return FileResponse(evidence.file.open("rb"), as_attachment=True, filename=evidence.original_name)

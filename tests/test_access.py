@@ -214,3 +214,25 @@ def test_visible_entrustments_is_empty_for_anonymous_users(world, shunyi_entrust
 
     assert not visible_entrustments(AnonymousUser()).exists()
     assert not visible_cases(AnonymousUser()).exists()
+
+
+def test_evidence_is_downloaded_only_by_those_who_may_see_it(client, world, flow, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.MEDIA_ROOT = tmp_path
+    entrustment = flow.to("submitted")
+    pdf = b"%PDF-1.7 seizure list"
+    case_level = services.evidence_add(actor=world.shunyi_officer, case=entrustment.case, kind="seizure",
+                                       upload=SimpleUploadedFile("list.pdf", pdf))
+    on_entrustment = services.evidence_add(actor=world.shunyi_officer, case=entrustment.case, kind="basis",
+                                           entrustment=entrustment, upload=SimpleUploadedFile("basis.pdf", pdf))
+    for user, expected in ((world.shunyi_officer, 200), (world.bce_approver, 200), (world.supervisor, 200),
+                           (world.chaoyang_officer, 404), (world.agency_b_officer, 404), (world.stranger, 404)):
+        client.force_login(user)
+        for evidence in (case_level, on_entrustment):
+            response = client.get(reverse("evidence-download", args=[evidence.pk]))
+            assert response.status_code == expected, (user.username, evidence.pk)
+            if expected == 200:
+                assert b"".join(response.streaming_content) == pdf
+    client.force_login(world.shunyi_officer)
+    assert client.get(reverse("evidence-download", args=[on_entrustment.pk + 1000])).status_code == 404
