@@ -106,6 +106,8 @@ class ReplayMarket:
         self.seed = seed
         closes, volumes = load_btc_closes(csv_path)
         self._mid: dict[str, list[Decimal]] = {"BTC": closes}
+        # Floats only to simulate: log returns, exp and Gaussian noise of the synthetic paths. Every
+        # price the emulator quotes is a Decimal quantized to the tick, never a float.
         btc = [float(c) for c in closes]
         r_btc = _log_returns(btc)
         sigma_btc = _std(r_btc)

@@ -37,7 +37,6 @@ from urllib.parse import urlencode
 
 from counterparties.errors import CounterpartyError, ErrorCode, IndeterminateResult, PermanentError, TransientError
 from counterparties.exchanges.base import (
-    venue_decimal,
     Deposit,
     DepositStatus,
     Fill,
@@ -55,6 +54,7 @@ from counterparties.exchanges.base import (
     parse_venue_time,
     to_base_units,
     to_decimal_string,
+    venue_decimal,
 )
 
 PATHS: dict[str, tuple[str, str]] = {
