@@ -125,3 +125,13 @@ class World:
 SEIZED_AT = datetime(2025, 6, 1, 8, 0, tzinfo=dt_timezone.utc)
 BASIS_DATE = date(2025, 6, 2)
 VALUATION = Decimal("10000000.00")
+
+
+def sign_in(client, user):
+    """Sign a test client in as `user`, the way every test should (see the sign-in security in the README).
+
+    `Client.login()` cannot be used under django-axes; this is the one place that knows what else a
+    signed-in session needs.
+    """
+    client.force_login(user)
+    return client
