@@ -53,6 +53,9 @@ INSTALLED_APPS = [
     "cases",
     "settlements",
     "documents",
+    "counterparties",
+    "ledger",
+    "audit",
 ]
 
 MIDDLEWARE = [
