@@ -837,6 +837,9 @@ class EventType(models.TextChoices):
     SLA_WARNING = "sla_warning", _("SLA nearing breach")
     DOCUMENT_ISSUED = "document_issued", _("Document issued")
     DOCUMENT_REFUSED = "document_refused", _("Document could not be issued")
+    EXCEPTION_RAISED = "exception_raised", _("Exception raised")
+    EXCEPTION_RESOLVED = "exception_resolved", _("Exception resolved")
+    ADDRESS_WHITELISTED = "address_whitelisted", _("Address whitelist changed")
 
 
 class AppendOnlyQuerySet(models.QuerySet):
