@@ -153,6 +153,14 @@ DOCUMENT_VERIFY_MAX_BYTES = int(os.environ.get("DOCUMENT_VERIFY_MAX_BYTES", str(
 # The public address printed in QR codes; the verify page lives under it.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 
+# Outside parties (see counterparties/): which network's addresses are valid ("regtest" only with the local
+# emulated chains), and how often the workers poll. Endpoints and credentials come from the environment or
+# PORTAL_SECRETS_FILE (portal/secrets.py), never from here.
+CHAIN_NETWORK = os.environ.get("PORTAL_CHAIN_NETWORK", "mainnet")
+if CHAIN_NETWORK not in ("mainnet", "regtest"):
+    raise ImproperlyConfigured("PORTAL_CHAIN_NETWORK must be 'mainnet' or 'regtest'.")
+WORKER_POLL_SECONDS = float(os.environ.get("PORTAL_WORKER_POLL_SECONDS", "5"))
+
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "portal@localhost")
 
