@@ -704,6 +704,41 @@ def platform_transfer_instruct(*, actor, entrustment: Entrustment, platform: Org
 
 
 @transaction.atomic
+def transfer_record_broadcast(*, actor, transfer: CoinTransfer, txid: str, network_fee: int) -> CoinTransfer:
+    """Custody signed and broadcast an instructed deposit: keep its txid and the fee it really paid.
+
+    The fee is only known once custody has built the transaction; it must still fit in what custody holds.
+    A second report of the same broadcast changes nothing; a different txid for it is refused.
+    """
+    entrustment = lock_entrustment(transfer.entrustment)
+    membership = require(actor, entrustment.agency, OFFICER)
+    transfer = CoinTransfer.objects.select_for_update().get(pk=transfer.pk)
+    txid = (txid or "").strip()
+    if not txid:
+        raise ValidationError({"txid": _("The transaction id is required.")})
+    if transfer.txid:
+        if transfer.txid != txid:
+            raise DisposalError(_("Transfer %(ref)s was already broadcast as %(tx)s.")
+                                % {"ref": transfer.reference, "tx": transfer.txid})
+        return transfer
+    if transfer.status != TransferStatus.INSTRUCTED:
+        raise DisposalError(_("Transfer %(ref)s is no longer awaiting broadcast.") % {"ref": transfer.reference})
+    if network_fee < 0:
+        raise ValidationError({"network_fee": _("A network fee cannot be negative.")})
+    available = custody_balance(entrustment, transfer.asset) + transfer.network_fee
+    if network_fee > available:
+        raise ValidationError({"network_fee": _("%(sym)s: the fee %(fee)s exceeds what custody still holds.")
+                               % {"sym": transfer.asset.symbol, "fee": transfer.asset.format_amount(network_fee)}})
+    transfer.txid, transfer.network_fee = txid, network_fee
+    save_tracked(transfer, actor=actor, reason="broadcast by custody")
+    emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
+         type=EventType.TRANSFER_RECORDED,
+         details={"kind": TransferKind.TO_PLATFORM, "reference": transfer.reference, "txid": txid,
+                  "network_fee": str(network_fee)})
+    return transfer
+
+
+@transaction.atomic
 def platform_deposit_confirm(*, actor, entrustment: Entrustment, txids: dict[str, str]) -> Entrustment:
     """The platform credited the deposits and cleared AML: the coins are at the platform."""
     entrustment = lock_entrustment(entrustment)
