@@ -35,6 +35,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,8 +101,8 @@ class EvmNode:
         self.chain_id: int = self.tester.backend.chain.chain_id
         self._keys: dict[str, Any] = {}  # checksum address -> eth_account LocalAccount
         self._snapshots: dict[int, int] = {0: self.tester.take_snapshot()}  # height -> eth-tester snapshot
-        self._server: ThreadingHTTPServer | None = None
-        self._control_server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
+        self._control_server: _Server | None = None
         self._miner: threading.Thread | None = None
         self._miner_stop = threading.Event()
         self._block_time: float | None = None
@@ -209,8 +210,7 @@ class EvmNode:
         self._stop_miner()
         for server in (self._server, self._control_server):
             if server is not None:
-                server.shutdown()
-                server.server_close()
+                server.stop()
         self._server = self._control_server = None
 
     def __enter__(self) -> EvmNode:
@@ -300,6 +300,10 @@ class EvmNode:
                 raise RpcError(3, f"execution reverted: {exc}") from None
             except ValidationError as exc:
                 raise RpcError(-32602, f"invalid params: {exc}") from None
+            except (RpcError, _NotFound):
+                raise
+            except Exception as exc:  # py-evm's own errors: the node's fault as far as a client can tell
+                raise RpcError(-32603, f"internal error: {type(exc).__name__}: {exc}") from None
 
     def _height(self, tag: Any) -> int:
         """A block parameter as a height on the main chain."""
@@ -476,8 +480,9 @@ def _get_receipt(node: EvmNode, txid: Any) -> dict | None:
 def _call(node: EvmNode, tx: dict, tag: Any = "latest") -> str:
     if not isinstance(tx, dict) or "to" not in tx:
         raise RpcError(-32602, "invalid params: eth_call needs a transaction object with 'to'")
-    call = {"from": _rpc_address(tx.get("from", "0x" + "00" * 20)), "to": _rpc_address(tx["to"]),
-            "data": _data(tx.get("data") or tx.get("input") or "0x"), "gas": 10_000_000}
+    # eth-tester charges a call's gas to its sender; without one, the treasury (which can afford it) stands in.
+    call = {"from": _rpc_address(tx.get("from") or node.treasury.address), "to": _rpc_address(tx["to"]),
+            "data": _data(tx.get("data") or tx.get("input") or "0x")}
     try:
         return node.tester.call(call, node._height(tag))
     except _NotFound:
@@ -522,7 +527,32 @@ _RPC_METHODS: dict[str, Callable[..., Any]] = {
 # -- HTTP ----------------------------------------------------------------------------------------------------
 
 class _Server(ThreadingHTTPServer):
+    """Remembers its open connections, so that stopping also cuts keep-alive clients off, as a node that
+    went down would."""
+
     daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.connections: set[socket.socket] = set()
+        super().__init__(*args, **kwargs)
+
+    def get_request(self):
+        connection, address = super().get_request()
+        self.connections.add(connection)
+        return connection, address
+
+    def shutdown_request(self, request):
+        self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request, client_address):
         pass  # a client that hung up is not news
