@@ -6,9 +6,11 @@ no server); `DJANGO_PROFILE=production` turns on the hardened profile that passe
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -49,6 +51,10 @@ INSTALLED_APPS = [
     "django_fsm",
     "simple_history",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
     "agencies",
     "cases",
     "settlements",
@@ -56,6 +62,8 @@ INSTALLED_APPS = [
     "counterparties",
     "ledger",
     "audit",
+    # After django_otp's plugins: its admin replaces theirs.
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -66,9 +74,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "accounts.middleware.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -114,6 +127,30 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Sign-in security (README "Sign-in security"). django-axes counts failed passwords per
+# username and address; its backend must come first to refuse a locked-out sign-in.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("AXES_COOLOFF_MINUTES", "30")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.views.lockout"
+AXES_CLIENT_IP_CALLABLE = "accounts.net.client_ip"
+# Reverse proxies in front of the portal that append to X-Forwarded-For (0: none, use REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+# Who must use a second factor besides staff and approvers: officers of these kinds of organisation.
+TWO_FACTOR_OFFICER_ORG_KINDS = ["agency", "platform", "bank", "finance"]
+# Seals TOTP keys and keys the backup-code hashes; empty: derived from SECRET_KEY (changing either
+# then means everyone enrols again).
+TWO_FACTOR_SECRET = os.environ.get("TWO_FACTOR_SECRET", "")
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Disposal portal")
+# Wrong codes double the wait before the next try (1 s, 2 s, 4 s, ...), per device.
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
 
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
@@ -210,7 +247,26 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(8 * 3600)))
+# Idle timeout: every request pushes the expiry forward, so the session ends after this many
+# seconds without one; the cookie itself also ends with the browser.
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_IDLE_SECONDS", str(30 * 60)))
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", True)
+
+# Enforced in every profile. Inline scripts and <style> blocks carry the request's nonce
+# (`request.csp_nonce`); no 'unsafe-inline', no 'unsafe-eval'.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],  # data: for the empty favicon
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)

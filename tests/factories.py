@@ -133,5 +133,20 @@ def sign_in(client, user):
     `Client.login()` cannot be used under django-axes; this is the one place that knows what else a
     signed-in session needs.
     """
+    from accounts.models import SealedTOTPDevice
+    from accounts.services import requires_two_factor
+    from django_otp import DEVICE_ID_SESSION_KEY
+
     client.force_login(user)
+    if requires_two_factor(user):
+        # What a person who has enrolled and typed a valid code holds: a confirmed authenticator and a
+        # session marked verified by it, as django_otp.login() marks it.
+        device = SealedTOTPDevice.objects.filter(user=user, confirmed=True).first()
+        if device is None:
+            device = SealedTOTPDevice.start_for(user)
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
     return client

@@ -1,6 +1,6 @@
 """People see only what their organisation may see; everyone else gets the same 404.
 
-Pages are fetched with the Django test client and `force_login` (django-axes makes
+Pages are fetched with the Django test client and `sign_in` (django-axes makes
 `Client.login()` raise), as the personas of the World.
 """
 
@@ -17,7 +17,7 @@ from cases.demo import demo_address
 from cases.models import Entrustment, Lot
 from cases.selectors import visible_cases, visible_entrustments
 
-from .factories import BASIS_DATE, SEIZED_AT, VALUATION
+from .factories import BASIS_DATE, SEIZED_AT, VALUATION, sign_in
 from .flow import Flow
 
 pytestmark = pytest.mark.security
@@ -53,7 +53,7 @@ def chaoyang_entrustment(world):
 
 
 def home_numbers(client, user) -> set[str]:
-    client.force_login(user)
+    sign_in(client, user)
     response = client.get(reverse("home"))
     assert response.status_code == 200
     return {e.number for e in response.context["page"]}
@@ -66,7 +66,7 @@ def test_a_bureau_officer_sees_only_their_bureaus_entrustments(client, world, sh
                                                                chaoyang_entrustment):
     assert home_numbers(client, world.shunyi_officer) == {shunyi_entrustment.number}
     assert home_numbers(client, world.chaoyang_officer) == {chaoyang_entrustment.number}
-    client.force_login(world.shunyi_officer)
+    sign_in(client, world.shunyi_officer)
     page = client.get(reverse("home")).content.decode()
     assert shunyi_entrustment.number in page and chaoyang_entrustment.number not in page
 
@@ -115,7 +115,7 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(client, shunyi_entrustme
 
 def test_the_home_page_needs_the_same_number_of_queries_for_2_or_10_entrustments(client, world):
     def queries_for_home() -> int:
-        client.force_login(world.shunyi_officer)
+        sign_in(client, world.shunyi_officer)
         with CaptureQueriesContext(connection) as ctx:
             assert client.get(reverse("home")).status_code == 200
         return len(ctx.captured_queries)
@@ -135,7 +135,7 @@ def test_the_home_page_needs_the_same_number_of_queries_for_2_or_10_entrustments
 def test_the_home_page_query_count_has_a_fixed_ceiling(client, world, django_assert_max_num_queries):
     case = register(world, world.shunyi_officer, world.shunyi, "顺公立字〔2025〕211号", holdings=5)
     entrust_each_holding(world, world.shunyi_officer, case)
-    client.force_login(world.shunyi_officer)
+    sign_in(client, world.shunyi_officer)
     with django_assert_max_num_queries(10):
         client.get(reverse("home"))
 
@@ -144,7 +144,7 @@ def test_the_home_page_query_count_has_a_fixed_ceiling(client, world, django_ass
 
 
 def detail(client, user, pk):
-    client.force_login(user)
+    sign_in(client, user)
     return client.get(reverse("entrustment-detail", args=[pk]))
 
 
@@ -228,11 +228,11 @@ def test_evidence_is_downloaded_only_by_those_who_may_see_it(client, world, flow
                                            entrustment=entrustment, upload=SimpleUploadedFile("basis.pdf", pdf))
     for user, expected in ((world.shunyi_officer, 200), (world.bce_approver, 200), (world.supervisor, 200),
                            (world.chaoyang_officer, 404), (world.agency_b_officer, 404), (world.stranger, 404)):
-        client.force_login(user)
+        sign_in(client, user)
         for evidence in (case_level, on_entrustment):
             response = client.get(reverse("evidence-download", args=[evidence.pk]))
             assert response.status_code == expected, (user.username, evidence.pk)
             if expected == 200:
                 assert b"".join(response.streaming_content) == pdf
-    client.force_login(world.shunyi_officer)
+    sign_in(client, world.shunyi_officer)
     assert client.get(reverse("evidence-download", args=[on_entrustment.pk + 1000])).status_code == 404

@@ -10,7 +10,7 @@ from django.test import RequestFactory
 from agencies.models import Membership, Role
 from cases.models import Entrustment, Event, EventType
 
-from .factories import UserFactory
+from .factories import UserFactory, sign_in
 
 pytestmark = pytest.mark.security
 
@@ -27,7 +27,7 @@ def root(world):
 
 @pytest.fixture
 def admin_client(client, root):
-    client.force_login(root)
+    sign_in(client, root)
     client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
     return client
 

@@ -11,6 +11,8 @@ from agencies.models import Membership, Organisation
 from cases import demo
 from cases.models import Asset, Case, DisposalPolicy, Entrustment, Event, Holding, Jurisdiction
 
+from .factories import sign_in
+
 User = get_user_model()
 COUNTED = [Jurisdiction, DisposalPolicy, Organisation, User, Membership, Asset, Case, Holding, Entrustment, Event]
 PASSWORD = "demo-pw-for-tests-only"
@@ -94,10 +96,10 @@ def test_every_persona_can_open_the_home_page(db, demo_password, client):
     seed()
     the_entrustment = Entrustment.objects.get()
     for username in demo.PERSONAS:
-        client.force_login(User.objects.get(username=username))
+        sign_in(client, User.objects.get(username=username))
         response = client.get(reverse("home"))
         assert response.status_code == 200, username
-    client.force_login(User.objects.get(username="admin"))
+    sign_in(client, User.objects.get(username="admin"))
     assert client.get("/admin/").status_code == 200
     assert client.get(f"/admin/cases/entrustment/{the_entrustment.pk}/change/").status_code == 200
 
@@ -112,7 +114,7 @@ def test_the_sample_entrustment_is_visible_to_the_right_personas(db, demo_passwo
     seed()
     sample = Entrustment.objects.get()
     for username, sees_the_sample in SEES_THE_SAMPLE.items():
-        client.force_login(User.objects.get(username=username))
+        sign_in(client, User.objects.get(username=username))
         numbers = {e.number for e in client.get(reverse("home")).context["page"]}
         assert (sample.number in numbers) is sees_the_sample, username
         detail = client.get(reverse("entrustment-detail", args=[sample.pk]))

@@ -8,6 +8,7 @@ from cases.models import Event, EventType, Lot
 from documents.models import Document, DocumentType
 from documents.services import document_regenerate
 from documents.signing import validate_pdf
+from tests.factories import sign_in
 from tests.flow import STEPS
 
 pytestmark = pytest.mark.documents
@@ -82,7 +83,7 @@ def test_a_new_version_supersedes_and_every_version_stays(flow, signing, django_
     old = client.get(reverse("documents:verify", args=[first.token]), HTTP_ACCEPT_LANGUAGE="en")
     assert old.status_code == 200 and old.context["verdict"] == "superseded"
     assert client.get(reverse("documents:verify", args=[second.token])).context["verdict"] == "current"
-    client.force_login(flow.w.shunyi_officer)
+    sign_in(client, flow.w.shunyi_officer)
     page = client.get(reverse("entrustment-detail", args=[flow.entrustment.pk]))
     assert first.number in page.content.decode() and page.content.decode().count(first.number) >= 2
 

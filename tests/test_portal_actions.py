@@ -24,6 +24,7 @@ from cases.models import Entrustment, EntrustmentState, Event, EventType, Eviden
 from cases.services import custody_balance
 from settlements.models import VictimReturn
 
+from .factories import sign_in
 from .flow import FEE, REFERENCE_PRICES, Flow
 
 S = EntrustmentState
@@ -41,7 +42,7 @@ def english(client):
 
 
 def open_page(client, user, entrustment):
-    client.force_login(user)
+    sign_in(client, user)
     response = client.get(reverse("entrustment-detail", args=[entrustment.pk]))
     assert response.status_code == 200
     return response
@@ -248,7 +249,7 @@ def test_a_supervisor_sees_no_action_in_any_state_and_the_page_says_so(client, w
 @security
 def test_an_agency_sees_404_on_another_agencys_entrustment(client, world, flow):
     e = flow.to("bonded")
-    client.force_login(world.agency_b_officer)
+    sign_in(client, world.agency_b_officer)
     assert client.get(reverse("entrustment-detail", args=[e.pk])).status_code == 404
     post = client.post(reverse("entrustment-action", args=[e.pk, "record_detection"]),
                        {"state_token": actions.state_token(e)})
@@ -265,11 +266,11 @@ def test_posting_an_action_that_is_not_offered_is_refused_and_changes_nothing(cl
     before = Event.objects.count()
     token = {"state_token": actions.state_token(e)}
     for user in (world.shunyi_officer, world.bce_officer, world.supervisor):
-        client.force_login(user)
+        sign_in(client, user)
         response = client.post(reverse("entrustment-action", args=[e.pk, "accept"]), token)
         assert response.status_code == 403, user.username
         assert "is not open to you" in response.content.decode()
-    client.force_login(world.bce_approver)
+    sign_in(client, world.bce_approver)
     assert client.post(reverse("entrustment-action", args=[e.pk, "close"]), token).status_code == 403
     assert client.post(reverse("entrustment-action", args=[e.pk, "no_such_action"]), token).status_code == 404
     assert client.post(reverse("entrustment-action", args=[e.pk, "reserve_approve"]), token).status_code == 404
@@ -375,7 +376,7 @@ def test_a_stale_page_after_a_colleague_acted_is_refused_with_their_name(client,
     e = flow.to("submitted")
     approver_item = find(open_page(client, world.bce_approver, e), "accept")
     act(client, world.bce_officer, e, "return", {"reason": "The seizure list is missing."})
-    client.force_login(world.bce_approver)
+    sign_in(client, world.bce_approver)
     response = client.post(approver_item.url, {"state_token": approver_item.state_token,
                                                "record_token": approver_item.record_token})
     assert response.status_code == 409
@@ -430,7 +431,7 @@ def test_a_lot_changed_by_someone_else_is_named_in_the_refusal(client, world, fl
     lot = e.lots.order_by("sequence").first()
     stale = find(open_page(client, world.agency_officer, e), "inquiry_close", lot)
     services.lot_suspend(actor=world.bce_officer, lot=lot, reason="Flash crash")
-    client.force_login(world.agency_officer)
+    sign_in(client, world.agency_officer)
     response = client.post(stale.url, {"state_token": stale.state_token, "record_token": stale.record_token})
     assert response.status_code == 409
     assert f"Lot {lot.sequence} changed since you opened the page: it is now “Market suspension”, changed by " \
@@ -439,7 +440,7 @@ def test_a_lot_changed_by_someone_else_is_named_in_the_refusal(client, world, fl
 
 def test_a_post_without_the_page_token_does_nothing(client, world, flow):
     e = flow.to("submitted")
-    client.force_login(world.bce_approver)
+    sign_in(client, world.bce_approver)
     response = client.post(reverse("entrustment-action", args=[e.pk, "accept"]), {})
     assert response.status_code == 400
     assert reload(e).state == S.SUBMITTED
@@ -589,7 +590,7 @@ def test_an_oversized_file_is_refused_with_the_limit(client, world, flow, settin
 
 
 def queries_for_page(client, user, entrustment) -> int:
-    client.force_login(user)
+    sign_in(client, user)
     with CaptureQueriesContext(connection) as ctx:
         assert client.get(reverse("entrustment-detail", args=[entrustment.pk])).status_code == 200
     return len(ctx.captured_queries)
@@ -614,7 +615,7 @@ def test_the_page_needs_the_same_queries_for_few_or_many_events(client, world, f
         services.evidence_add(actor=world.agency_officer, case=e.case, kind="recording", entrustment=e,
                               upload=SimpleUploadedFile(f"r{n}.mp3", b"ID3" + bytes([n]) * 32))
     assert queries_for_page(client, world.agency_officer, e) == few
-    client.force_login(world.agency_officer)
+    sign_in(client, world.agency_officer)
     with django_assert_max_num_queries(50):
         client.get(reverse("entrustment-detail", args=[e.pk]))
 

@@ -1,6 +1,6 @@
 """The police case intake over HTTP: a case, its basis, holdings by hand and by file, evidence, entrustment.
 
-Pages are driven with the Django test client and `force_login`, as the personas of the World.
+Pages are driven with the Django test client and `sign_in`, as the personas of the World.
 """
 
 import csv
@@ -20,7 +20,7 @@ from cases import intake, services
 from cases.demo import demo_address
 from cases.models import Asset, Case, Entrustment, Event, EvidenceFile, Holding
 
-from .factories import BASIS_DATE, SEIZED_AT, AssetFactory, ltc
+from .factories import BASIS_DATE, SEIZED_AT, AssetFactory, ltc, sign_in
 
 PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -38,7 +38,7 @@ def client(client):
 
 
 def as_user(client, user):
-    client.force_login(user)
+    sign_in(client, user)
     return client
 
 

@@ -25,7 +25,7 @@ from cases.models import Entrustment, Event, EventType, Fill, Notification
 from cases.tasks import notify_event
 from settlements import services as money
 
-from .factories import BASIS_DATE, SEIZED_AT, VALUATION
+from .factories import BASIS_DATE, SEIZED_AT, VALUATION, sign_in
 from .flow import Flow
 
 security = pytest.mark.security
@@ -65,7 +65,7 @@ def entrust_each_holding(world, officer, case) -> list[Entrustment]:
 
 
 def get(client, user, name, *args, **params):
-    client.force_login(user)
+    sign_in(client, user)
     return client.get(reverse(name, args=args), params)
 
 
@@ -379,7 +379,7 @@ def test_an_unknown_export_format_is_not_found(client, world):
 
 
 def test_htmx_gets_only_the_results_and_a_browser_gets_the_page(client, world, many):
-    client.force_login(world.shunyi_officer)
+    sign_in(client, world.shunyi_officer)
     partial = client.get(reverse("entrustment-list"), {"q": "700号"}, headers={"HX-Request": "true"})
     assert partial.status_code == 200
     html = partial.content.decode()
@@ -434,7 +434,7 @@ def test_a_cell_that_looks_like_a_formula_stays_text(client, world):
 
 def test_an_export_over_the_cap_is_refused_with_a_message(client, world, many, settings):
     settings.PORTAL_EXPORT_MAX_ROWS = 5
-    client.force_login(world.shunyi_officer)
+    sign_in(client, world.shunyi_officer)
     response = client.get(reverse("entrustment-export", args=["csv"]), {"q": "700号"}, follow=True)
     assert response.redirect_chain[-1][0].startswith(reverse("entrustment-list") + "?q=700")
     assert "An export holds at most 5 rows and this list has 12" in response.content.decode()
@@ -538,7 +538,7 @@ def test_notifications_show_event_entrustment_and_time_and_can_be_marked_read(cl
 
 
 def test_mark_all_read_without_javascript_returns_to_the_page(client, world, notified):
-    client.force_login(world.bce_officer)
+    sign_in(client, world.bce_officer)
     response = client.post(reverse("notification-read-all"), {"next": reverse("notifications") + "?unread=1"})
     assert response.status_code == 302 and response["Location"] == reverse("notifications") + "?unread=1"
     assert not Notification.objects.filter(user=world.bce_officer, read_at__isnull=True).exists()
@@ -553,7 +553,7 @@ def test_nobody_reads_or_marks_someone_elses_notifications(client, world, notifi
     assert client.post(reverse("notification-read", args=[theirs.pk])).status_code == 404
     assert client.get(reverse("notification-read", args=[theirs.pk])).status_code == 405
     assert Notification.objects.get(pk=theirs.pk).read_at is None
-    client.force_login(world.shunyi_officer)
+    sign_in(client, world.shunyi_officer)
     offsite = client.post(reverse("notification-read", args=[theirs.pk]), {"next": "https://evil.example/"})
     assert offsite["Location"] == reverse("notifications")
 
@@ -569,7 +569,7 @@ def test_a_notification_about_an_entrustment_no_longer_visible_is_hidden(client,
 
 
 def count_queries(client, user, url, **params) -> int:
-    client.force_login(user)
+    sign_in(client, user)
     with CaptureQueriesContext(connection) as ctx:
         response = client.get(url, params)
         assert response.status_code == 200
