@@ -1136,7 +1136,19 @@ def _final_report(ctx, e, need: Needs):
     facts["发还被害人"] = cny(recon.returned_cny)
     if sla:
         facts["处置用时"] = sla
+    ctx["record_head"] = _record_head()
+    facts["记录链头"] = f"#{ctx['record_head']['seq']} {ctx['record_head']['hash']}"
+    facts["链头读取时间"] = ctx["record_head"]["read_at"]
     ctx["facts"].update(facts)
+
+
+def _record_head() -> dict:
+    """The record chain's head as this report is built: whoever holds the report can later run
+    `manage.py verify_record --expect SEQ:HASH` to prove nothing recorded up to it has changed."""
+    from audit.chain import head
+
+    seq, digest = head()
+    return {"seq": seq, "hash": digest, "read_at": when(timezone.now())}
 
 
 BUILDERS = {
