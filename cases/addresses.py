@@ -5,6 +5,11 @@ tested implementation); this module only decides which encodings each network
 accepts and turns library failures into sentences a case officer can act on.
 A wrong address in a seizure record can send funds somewhere unrecoverable, so
 anything we cannot positively identify is rejected.
+
+Which network's addresses are accepted follows ``settings.CHAIN_NETWORK``: "mainnet" (the default) for real
+chains, "regtest" when the portal reads the emulated chains (Litecoin Core or Bitcoin Core in regtest mode),
+whose addresses must then be accepted instead of mainnet ones. EVM and TRON addresses look the same on every
+network.
 """
 
 from string import hexdigits
@@ -19,6 +24,7 @@ from bip_utils import (
 )
 from bip_utils.bech32.bech32 import Bech32Encodings, Bech32Utils
 from bip_utils.bech32.bech32_base import Bech32BaseConst
+from django.core.exceptions import ImproperlyConfigured
 
 BTC = "btc"
 LTC = "ltc"
@@ -33,6 +39,23 @@ ADDRESS_FORMATS = (
 )
 
 _NAMES = dict(ADDRESS_FORMATS) | {EVM: "Ethereum"}
+
+MAINNET = "mainnet"
+REGTEST = "regtest"
+NETWORKS = (MAINNET, REGTEST)
+
+
+def chain_network() -> str:
+    """The network whose addresses the portal accepts: ``settings.CHAIN_NETWORK``, "mainnet" by default."""
+    from django.conf import settings
+
+    try:
+        network = getattr(settings, "CHAIN_NETWORK", MAINNET)
+    except ImproperlyConfigured:  # outside the portal (an emulator's command line): real-chain addresses
+        network = MAINNET
+    if network not in NETWORKS:
+        raise ImproperlyConfigured(f"CHAIN_NETWORK must be one of {NETWORKS}, not {network!r}.")
+    return network
 
 
 class AddressError(ValueError):
@@ -65,17 +88,30 @@ _B58_NETWORKS = {
     _ver("LitecoinTestNet", "p2sh_std_net_ver"): "Litecoin testnet",
     _ver("Tron", "addr_prefix"): "TRON",
 }
+# Regtest reuses the testnet version bytes (Bitcoin Core and Litecoin Core chainparams), so under "regtest"
+# the testnet ones are accepted; 0x6f and 0xc4 are shared by both coins, like 0x05 on mainnet.
 _B58_ACCEPTED = {
-    BTC: {_ver("BitcoinMainNet", "p2pkh_net_ver"), _ver("BitcoinMainNet", "p2sh_net_ver")},
-    LTC: {
-        _ver("LitecoinMainNet", "p2pkh_std_net_ver"),
-        _ver("LitecoinMainNet", "p2sh_std_net_ver"),
-        _ver("LitecoinMainNet", "p2sh_depr_net_ver"),
+    MAINNET: {
+        BTC: {_ver("BitcoinMainNet", "p2pkh_net_ver"), _ver("BitcoinMainNet", "p2sh_net_ver")},
+        LTC: {
+            _ver("LitecoinMainNet", "p2pkh_std_net_ver"),
+            _ver("LitecoinMainNet", "p2sh_std_net_ver"),
+            _ver("LitecoinMainNet", "p2sh_depr_net_ver"),
+        },
+        TRON: {_ver("Tron", "addr_prefix")},
     },
-    TRON: {_ver("Tron", "addr_prefix")},
+    REGTEST: {
+        BTC: {_ver("BitcoinRegTest", "p2pkh_net_ver"), _ver("BitcoinRegTest", "p2sh_net_ver")},
+        LTC: {
+            _ver("LitecoinTestNet", "p2pkh_std_net_ver"),
+            _ver("LitecoinTestNet", "p2sh_std_net_ver"),
+            _ver("LitecoinTestNet", "p2sh_depr_net_ver"),
+        },
+        TRON: {_ver("Tron", "addr_prefix")},
+    },
 }
 
-# Segwit human-readable parts (SLIP-173); only the mainnet one per coin is accepted.
+# Segwit human-readable parts (SLIP-173); only the one of the configured network per coin is accepted.
 _SEGWIT_HRPS = {
     CoinsConf.BitcoinMainNet.ParamByKey("p2wpkh_hrp"): "Bitcoin",
     CoinsConf.BitcoinTestNet.ParamByKey("p2wpkh_hrp"): "Bitcoin testnet",
@@ -85,14 +121,25 @@ _SEGWIT_HRPS = {
     "rltc": "Litecoin regtest",
 }
 _SEGWIT_ACCEPTED = {
-    BTC: CoinsConf.BitcoinMainNet.ParamByKey("p2wpkh_hrp"),
-    LTC: CoinsConf.LitecoinMainNet.ParamByKey("p2wpkh_hrp"),
+    MAINNET: {
+        BTC: CoinsConf.BitcoinMainNet.ParamByKey("p2wpkh_hrp"),
+        LTC: CoinsConf.LitecoinMainNet.ParamByKey("p2wpkh_hrp"),
+    },
+    REGTEST: {BTC: CoinsConf.BitcoinRegTest.ParamByKey("p2wpkh_hrp"), LTC: "rltc"},  # bip_utils lacks rltc
 }
 _TAPROOT_PROGRAM_LEN = 32
 
 
-def _wrong_network(found, fmt):
+def _wrong_network(found, fmt, network):
     expected = _NAMES[fmt]
+    if network == REGTEST:
+        if found in (expected, "Bitcoin or Litecoin"):
+            return AddressError(f"This is a {expected} mainnet address; only regtest addresses are accepted "
+                                "on this test system.")
+        if found in (f"{expected} testnet", "testnet"):
+            return AddressError(f"This is a {found} address; only regtest addresses are accepted on this "
+                                "test system.")
+        return AddressError(f"This is a {found} address, not a {expected} one.")
     if found in (f"{expected} testnet", f"{expected} regtest"):
         return AddressError(f"This is a {found} address; only mainnet addresses are accepted.")
     if found == "testnet":
@@ -114,14 +161,14 @@ def _base58_payload(address, fmt):
         ) from None
 
 
-def _check_base58(address, payload, fmt):
+def _check_base58(address, payload, fmt, network):
     if len(payload) != _B58_PAYLOAD_LEN:
         raise AddressError(f"This {_NAMES[fmt]} address has the wrong length.")
     version = payload[0]
-    if version in _B58_ACCEPTED[fmt]:
+    if version in _B58_ACCEPTED[network][fmt]:
         return address
     if version in _B58_NETWORKS:
-        raise _wrong_network(_B58_NETWORKS[version], fmt)
+        raise _wrong_network(_B58_NETWORKS[version], fmt, network)
     raise AddressError(f"This is not a {_NAMES[fmt]} address (unknown address type).")
 
 
@@ -141,7 +188,7 @@ def _uses_other_bech32_variant(hrp, address):
     return any(Bech32Utils.VerifyChecksum(hrp, data, enc) for enc in Bech32Encodings)
 
 
-def _check_segwit(address, hrp, fmt):
+def _check_segwit(address, hrp, fmt, network):
     if address not in (address.lower(), address.upper()):
         raise AddressError("Bech32 addresses must be all lowercase or all uppercase, not mixed.")
     address = address.lower()
@@ -158,8 +205,8 @@ def _check_segwit(address, hrp, fmt):
         raise AddressError(
             f"This is not a valid {_SEGWIT_HRPS[hrp]} segwit address (malformed or wrong length)."
         ) from None
-    if hrp != _SEGWIT_ACCEPTED[fmt]:
-        raise _wrong_network(_SEGWIT_HRPS[hrp], fmt)
+    if hrp != _SEGWIT_ACCEPTED[network][fmt]:
+        raise _wrong_network(_SEGWIT_HRPS[hrp], fmt, network)
     if version > 1:
         raise AddressError(
             f"Segwit version {version} addresses are not in use; only version 0 and "
@@ -171,7 +218,7 @@ def _check_segwit(address, hrp, fmt):
     return address
 
 
-def _validate_bitcoin_like(address, fmt):
+def _validate_bitcoin_like(address, fmt, network):
     # Try base58 first: a valid base58check string is unambiguous, whereas a
     # prefix test alone could mistake e.g. a TRON "TB1…" address for testnet bech32.
     hrp = _segwit_hrp(address)
@@ -179,11 +226,11 @@ def _validate_bitcoin_like(address, fmt):
         try:
             payload = Base58Decoder.CheckDecode(address)
         except Exception:
-            return _check_segwit(address, hrp, fmt)
-        return _check_base58(address, payload, fmt)
+            return _check_segwit(address, hrp, fmt, network)
+        return _check_base58(address, payload, fmt, network)
     if address.lower().startswith("0x"):
         raise AddressError(f"This is an Ethereum/EVM (0x…) address, not a {_NAMES[fmt]} one.")
-    return _check_base58(address, _base58_payload(address, fmt), fmt)
+    return _check_base58(address, _base58_payload(address, fmt), fmt, network)
 
 
 def _eip55(hex_body):
@@ -220,13 +267,14 @@ def _validate_tron(address):
             raise AddressError(
                 f"This looks like a {_SEGWIT_HRPS[hrp]} segwit address, not a TRON one."
             ) from None
-    return _check_base58(address, _base58_payload(address, TRON), TRON)
+    return _check_base58(address, _base58_payload(address, TRON), TRON, MAINNET)
 
 
-def validate_address(address: str, address_format: str) -> str:
+def validate_address(address: str, address_format: str, network: str | None = None) -> str:
     """Return the canonical address (stripped; for EVM the EIP-55 checksummed form) or raise AddressError.
 
-    Bech32 addresses are returned in lowercase, the form BIP-173 recommends for display.
+    Bech32 addresses are returned in lowercase, the form BIP-173 recommends for display. `network` None:
+    the configured one (:func:`chain_network`).
     """
     if not isinstance(address, str) or not address.strip():
         raise AddressError("An address is required.")
@@ -239,23 +287,23 @@ def validate_address(address: str, address_format: str) -> str:
         return _validate_evm(address)
     if address_format == TRON:
         return _validate_tron(address)
-    return _validate_bitcoin_like(address, address_format)
+    return _validate_bitcoin_like(address, address_format, network or chain_network())
 
 
-def demo_address(address_format: str, label: str) -> str:
+def demo_address(address_format: str, label: str, network: str | None = None) -> str:
     """A valid, deterministic address for demo data and emulators, derived from a label.
 
-    Nobody holds its key in any useful sense: the "key" is the SHA-256 of a public label.
+    Nobody holds its key in any useful sense: the "key" is the SHA-256 of a public label. `network` None:
+    the configured one, so that demo data passes :func:`validate_address`.
     """
     import hashlib
 
     from bip_utils import EthAddrEncoder, P2WPKHAddrEncoder, Secp256k1PrivateKey, TrxAddrEncoder
 
     key = Secp256k1PrivateKey.FromBytes(hashlib.sha256(label.encode()).digest()).PublicKey()
-    if address_format == BTC:
-        return P2WPKHAddrEncoder.EncodeKey(key, hrp="bc", wit_ver=0)
-    if address_format == LTC:
-        return P2WPKHAddrEncoder.EncodeKey(key, hrp="ltc", wit_ver=0)
+    if address_format in (BTC, LTC):
+        hrp = _SEGWIT_ACCEPTED[network or chain_network()][address_format]
+        return P2WPKHAddrEncoder.EncodeKey(key, hrp=hrp, wit_ver=0)
     if address_format == EVM:
         return EthAddrEncoder.EncodeKey(key)
     return TrxAddrEncoder.EncodeKey(key)

@@ -10,10 +10,13 @@ import random
 
 import pytest
 from bip_utils import (Base58Encoder, CoinsConf, EthAddrEncoder, P2PKHAddrEncoder, P2SHAddrEncoder,
-                       P2TRAddrEncoder, P2WPKHAddrEncoder, Secp256k1PrivateKey, SegwitBech32Encoder,
-                       TrxAddrEncoder)
+                       P2TRAddrEncoder, P2WPKHAddrEncoder, Secp256k1PrivateKey, SegwitBech32Decoder,
+                       SegwitBech32Encoder, TrxAddrEncoder)
 
-from cases.addresses import ADDRESS_FORMATS, BTC, EVM, LTC, TRON, AddressError, validate_address
+from django.core.exceptions import ImproperlyConfigured
+
+from cases.addresses import (ADDRESS_FORMATS, BTC, EVM, LTC, MAINNET, REGTEST, TRON, AddressError, chain_network,
+                             demo_address, validate_address)
 
 PUB = Secp256k1PrivateKey.FromBytes(bytes(range(1, 33))).PublicKey()
 BTC_NET = CoinsConf.BitcoinMainNet
@@ -213,3 +216,88 @@ def test_garbage_never_leaks_library_exceptions():
                 validate_address(sample, fmt)
             except AddressError:
                 pass
+
+
+# -- regtest: the emulated chains' addresses, accepted instead of mainnet ones under CHAIN_NETWORK = "regtest" --
+
+LTC_TESTNET = CoinsConf.LitecoinTestNet  # Litecoin Core's regtest reuses its testnet version bytes
+LTC_REGTEST_FROM_NODE = "rltc1qmrgaghydyaev4vhhgrdvt8smd0ynnhkrv7wqah"  # written by Litecoin Core 0.21 getnewaddress
+LTC_REGTEST_P2WPKH = P2WPKHAddrEncoder.EncodeKey(PUB, hrp="rltc", wit_ver=0)
+LTC_REGTEST_P2TR = P2TRAddrEncoder.EncodeKey(PUB, hrp="rltc")
+LTC_REGTEST_P2PKH = P2PKHAddrEncoder.EncodeKey(PUB, net_ver=LTC_TESTNET.ParamByKey("p2pkh_std_net_ver"))
+LTC_REGTEST_P2SH = P2SHAddrEncoder.EncodeKey(PUB, net_ver=LTC_TESTNET.ParamByKey("p2sh_std_net_ver"))
+BTC_REGTEST_P2WPKH = P2WPKHAddrEncoder.EncodeKey(PUB, hrp="bcrt", wit_ver=0)
+BTC_REGTEST_P2PKH = P2PKHAddrEncoder.EncodeKey(PUB, net_ver=CoinsConf.BitcoinRegTest.ParamByKey("p2pkh_net_ver"))
+
+
+@pytest.fixture
+def regtest(settings):
+    settings.CHAIN_NETWORK = REGTEST
+
+
+@pytest.mark.parametrize("address", [LTC_REGTEST_FROM_NODE, LTC_REGTEST_P2WPKH, LTC_REGTEST_P2TR, LTC_REGTEST_P2PKH,
+                                     LTC_REGTEST_P2SH])
+def test_valid_litecoin_regtest(regtest, address):
+    assert address[0] in "rmnQ"
+    assert validate_address(address, LTC) == address
+
+
+def test_uppercase_regtest_bech32_is_returned_lowercase(regtest):
+    assert validate_address(LTC_REGTEST_FROM_NODE.upper(), LTC) == LTC_REGTEST_FROM_NODE
+
+
+@pytest.mark.parametrize("address", [BTC_REGTEST_P2WPKH, BTC_REGTEST_P2PKH])
+def test_valid_bitcoin_regtest(regtest, address):
+    assert validate_address(address, BTC) == address
+
+
+@pytest.mark.parametrize("address, fmt", [(LTC_P2WPKH, LTC), (LTC_P2PKH, LTC), (LTC_P2SH, LTC),
+                                          (BTC_P2WPKH, BTC), (BTC_P2PKH, BTC), (BTC_P2SH, BTC)])
+def test_regtest_refuses_mainnet_addresses(regtest, address, fmt):
+    with pytest.raises(AddressError, match="mainnet address; only regtest addresses are accepted"):
+        validate_address(address, fmt)
+
+
+def test_regtest_refuses_testnet_segwit_and_the_other_coin():
+    with pytest.raises(AddressError, match="testnet address; only regtest"):
+        validate_address("tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx", BTC, REGTEST)
+    with pytest.raises(AddressError, match=r"^This is a Bitcoin regtest address, not a Litecoin one\.$"):
+        validate_address(BTC_REGTEST_P2WPKH, LTC, REGTEST)
+    with pytest.raises(AddressError, match=r"^This is a Litecoin regtest address, not a Bitcoin one\.$"):
+        validate_address(LTC_REGTEST_P2WPKH, BTC, REGTEST)
+
+
+@pytest.mark.parametrize("address, fmt", [(LTC_REGTEST_FROM_NODE, LTC), (BTC_REGTEST_P2WPKH, BTC)])
+def test_mainnet_still_refuses_regtest_addresses(address, fmt):
+    assert chain_network() == MAINNET
+    with pytest.raises(AddressError, match="regtest address; only mainnet addresses are accepted"):
+        validate_address(address, fmt)
+
+
+@pytest.mark.parametrize("address", [LTC_REGTEST_FROM_NODE, LTC_REGTEST_P2PKH])
+def test_regtest_typo_fails_checksum(address):
+    with pytest.raises(AddressError, match="Checksum mismatch"):
+        validate_address(address[:-3] + ("q" if address[-3] != "q" else "p") + address[-2:], LTC, REGTEST)
+
+
+def test_evm_and_tron_do_not_depend_on_the_network(regtest):
+    assert validate_address(EVM_ADDR, EVM) == EVM_ADDR
+    assert validate_address(TRON_ADDR, TRON) == TRON_ADDR
+
+
+def test_demo_addresses_follow_the_configured_network(settings):
+    assert demo_address(LTC, "seized").startswith("ltc1q")
+    assert demo_address(BTC, "seized").startswith("bc1q")
+    settings.CHAIN_NETWORK = REGTEST
+    ltc, btc = demo_address(LTC, "seized"), demo_address(BTC, "seized")
+    assert ltc.startswith("rltc1q") and btc.startswith("bcrt1q")
+    assert validate_address(ltc, LTC) == ltc and validate_address(btc, BTC) == btc
+    # Same label, same key: only the network's prefix (and so the checksum) differs.
+    mainnet = demo_address(LTC, "seized", MAINNET)
+    assert SegwitBech32Decoder.Decode("rltc", ltc) == SegwitBech32Decoder.Decode("ltc", mainnet)
+
+
+def test_an_unknown_chain_network_is_a_configuration_error(settings):
+    settings.CHAIN_NETWORK = "testnet"
+    with pytest.raises(ImproperlyConfigured, match="CHAIN_NETWORK"):
+        validate_address(BTC_P2WPKH, BTC)
