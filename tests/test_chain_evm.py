@@ -2,12 +2,13 @@
 the chain did, exactly, in wei and token base units."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -196,9 +197,6 @@ def test_a_stopped_node_is_a_transient_error(eth):
 
 def test_a_node_that_answers_garbage_is_a_permanent_error(eth):
     # A server that speaks HTTP but not JSON-RPC (a misconfigured URL pointing at a web page).
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    import threading
-
     class Page(BaseHTTPRequestHandler):
         def do_POST(self):
             body = b"<html>not a node</html>"
