@@ -349,9 +349,15 @@ def _wait_ready(node: LitecoinRegtest) -> None:
             stderr = node.process.stderr.read().decode(errors="replace").strip() if node.process.stderr else ""
             raise _NodeExited(stderr or f"exit status {node.process.returncode}")
         try:
-            node.node.call("getblockcount")
+            # Short: whatever else may hold the port must not keep us from noticing that our node exited.
+            node.node.call("getblockcount", timeout=(1.0, 2.0))
             return
-        except TransientError:  # not listening yet, or still loading (-28)
+        except (TransientError, PermanentError) as exc:
+            # Not listening yet, or still loading (-28); refused credentials mean another program holds the
+            # port, and our node is about to exit for want of it (then another port is tried).
+            if isinstance(exc, PermanentError) and exc.code != ErrorCode.AUTH_FAILED:
+                node.stop()
+                raise
             if time.monotonic() > deadline:
                 node.stop()
                 raise RuntimeError(f"litecoind did not answer on {node.url} within {STARTUP_SECONDS:.0f} s") from None
