@@ -39,6 +39,9 @@ class Organisation(models.Model):
     )
     # A bureau's single compliant account for case funds (涉案款专用账户).
     special_account_no = models.CharField(_("special case-funds account"), max_length=40, blank=True)
+    # An agency's same-name offshore account (同名境外账户) at the receiving bank: the platform settles the sale
+    # proceeds into it and the FX settlement (结汇) pays out of it into the bureau's special account.
+    offshore_account_no = models.CharField(_("offshore account (same name)"), max_length=40, blank=True)
     # SFC licence reference for platforms, business licence for agencies.
     licence_ref = models.CharField(_("licence reference"), max_length=100, blank=True)
     is_active = models.BooleanField(_("active"), default=True)

@@ -29,6 +29,9 @@ ORGANISATIONS = [
 ]
 
 SPECIAL_ACCOUNTS = {"shunyi-psb": "110100000000000001", "chaoyang-psb": "110100000000000002"}
+# Each agency's same-name offshore USD account at the Hong Kong bank; agency-a's is the account the emulated
+# world (emulators/world.py) opens by default, so the demo's sale proceeds land where the portal looks.
+OFFSHORE_ACCOUNTS = {"agency-a": "HK-012-345678-838", "agency-b": "HK-012-345678-839"}
 
 # (symbol, name, chain, contract, decimals, address format, confirmations, supply cap in whole units)
 ASSETS = [

@@ -76,6 +76,9 @@ class TreasuryRemittance(models.Model):
     treasury_receipt = models.CharField(_("treasury receipt"), max_length=100, blank=True)
     prepared_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     prepared_at = models.DateTimeField(auto_now_add=True)
+    # Set when the approvers' quorum authorises the payment. When the bank pays it, the receipt comes later
+    # with the bank's booking (remittance_confirm); when an approver enters the receipt, both are set at once.
+    approved_at = models.DateTimeField(_("authorised at"), null=True, blank=True)
     remitted_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
 
