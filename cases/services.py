@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from agencies.models import Appointment, Organisation, OrgKind, PerformanceBond, Role
+from ledger import postings as ledger
 
 from . import approvals
 from .addresses import AddressError, validate_address
@@ -248,6 +249,7 @@ def holding_register(*, actor, case: Case, asset: Asset, address: str, amount, l
     except IntegrityError:  # declared a moment ago by someone else
         raise ValidationError({"address": _("This case already has a %(sym)s holding at this address.")
                                % {"sym": asset.symbol}})
+    ledger.post_seizure(holding)
     emit(case=case, actor=actor, membership=membership, type=EventType.HOLDING_REGISTERED,
          details={"asset": str(asset), "address": address, "amount": str(base_units)})
     return holding
@@ -467,6 +469,7 @@ def detection_accept_observed(*, actor, entrustment: Entrustment, reason: str) -
         holding.accepted_amount = detection.observed_amount
         holding.status = HoldingStatus.VERIFIED
         save_tracked(holding, actor=actor, reason=reason)
+        ledger.post_seizure_adjustment(holding, entrustment=entrustment)
     run_transition(entrustment, "accept_detected_amounts", actor=actor, membership=membership, reason=reason)
     return entrustment
 
@@ -514,6 +517,7 @@ def custody_receive(*, actor, entrustment: Entrustment, transfers: list[Transfer
                      status=TransferStatus.CONFIRMED, recorded_by=actor).save()
         holding.status = HoldingStatus.IN_CUSTODY
         save_tracked(holding, actor=actor, reason="received into custody")
+    ledger.post_custody_receipts(entrustment)
     emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
          type=EventType.TRANSFER_RECORDED, details={"kind": TransferKind.TO_CUSTODY, "count": len(transfers)})
     run_transition(entrustment, "receive_into_custody", actor=actor, membership=membership)
@@ -697,6 +701,7 @@ def platform_transfer_instruct(*, actor, entrustment: Entrustment, platform: Org
         except IntegrityError:
             raise DisposalError(_("This transfer was already instructed."))
         created.append(transfer)
+        ledger.post_platform_transfer(transfer)
     emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
          type=EventType.TRANSFER_RECORDED,
          details={"kind": TransferKind.TO_PLATFORM, "references": [t.reference for t in created]})
@@ -754,6 +759,7 @@ def platform_deposit_confirm(*, actor, entrustment: Entrustment, txids: dict[str
                                    % {"ref": transfer.reference}})
         transfer.txid, transfer.status = txid, TransferStatus.CONFIRMED
         save_tracked(transfer, actor=actor, reason="deposit credited")
+        ledger.post_platform_deposit(transfer)
     run_transition(entrustment, "clear_at_platform", actor=actor, membership=membership,
                    details={"confirmed": [t.reference for t in pending]})
     return entrustment
@@ -774,6 +780,7 @@ def platform_transfer_fail(*, actor, entrustment: Entrustment, reason: str) -> E
                                                                      status=TransferStatus.INSTRUCTED):
         transfer.status = TransferStatus.FAILED
         save_tracked(transfer, actor=actor, reason=reason)
+        ledger.post_transfer_failed(transfer)
     run_transition(entrustment, "fail_transfer", actor=actor, membership=membership, reason=reason)
     return entrustment
 
@@ -914,6 +921,7 @@ def execution_record(*, actor, lot: Lot, fills: list[FillRecord]) -> Lot:
              fee=f.fee, currency=lot.quote_currency, executed_at=f.executed_at, recorded_by=actor).save()
     if total > lot.quantity:
         raise ValidationError({"fills": _("The fills exceed the lot's quantity.")})
+    ledger.post_fills(lot)
     emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
          type=EventType.FILL_RECORDED,
          details={"lot": lot.sequence, "fills": [[f.trade_id, str(f.quantity), str(f.price), str(f.gross),

@@ -26,6 +26,7 @@ from cases.workflow import (
     save_tracked,
     transition_with_reason,
 )
+from ledger import postings as ledger
 
 from .models import (
     FxConversion,
@@ -62,6 +63,7 @@ def offshore_receipt_record(*, actor, entrustment: Entrustment, bank: Organisati
     receipt = OffshoreReceipt(entrustment=entrustment, currency=currency, amount=amount, bank=bank,
                               bank_reference=bank_reference, value_date=value_date, recorded_by=actor)
     save_tracked(receipt, actor=actor, reason="offshore credit")
+    ledger.post_offshore_receipt(receipt)
     emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
          type=EventType.SETTLEMENT_RECORDED,
          details={"step": "offshore_receipt", "currency": currency, "amount": str(amount),
@@ -102,6 +104,7 @@ def fx_record_approval(*, actor, entrustment: Entrustment, currency: str, approv
                       bop_declaration_no=bop_declaration_no, currency=currency, amount_foreign=foreign, rate=rate,
                       amount_cny=amount_cny, slip_reference=slip_reference, recorded_by=actor)
     save_tracked(fx, actor=actor, reason="FX approved and converted")
+    ledger.post_conversion(fx)
     emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
          type=EventType.SETTLEMENT_RECORDED,
          details={"step": "fx", "currency": currency, "foreign": str(foreign), "rate": str(rate),
@@ -153,6 +156,7 @@ def special_account_credit_record(*, actor, entrustment: Entrustment, amount_cny
     credit = SpecialAccountCredit(entrustment=entrustment, account_no=entrustment.bureau.special_account_no,
                                   amount_cny=amount, slip_reference=slip_reference.strip(), recorded_by=actor)
     save_tracked(credit, actor=actor, reason="special account credited")
+    ledger.post_special_account_credit(credit)
     run_transition(entrustment, "credit_special_account", actor=actor, membership=membership,
                    details={"amount_cny": str(amount), "account": credit.account_no, "slip": credit.slip_reference})
     return credit
@@ -204,6 +208,7 @@ def victim_return_approve(*, actor, victim_return: VictimReturn) -> VictimReturn
                          content=content, actor=actor, membership=membership, preparer=victim_return.prepared_by):
         victim_return.approved_at = timezone.now()
         save_tracked(victim_return, actor=actor, reason="return approved")
+        ledger.post_victim_return(victim_return)
         emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
              type=EventType.SETTLEMENT_RECORDED, details={"step": "victim_return_approved", **content})
     return victim_return
@@ -251,6 +256,7 @@ def remittance_approve(*, actor, entrustment: Entrustment, treasury_receipt: str
                          content=content, actor=actor, membership=membership, preparer=remittance.prepared_by):
         remittance.treasury_receipt, remittance.remitted_at = treasury_receipt.strip(), timezone.now()
         save_tracked(remittance, actor=actor, reason="remitted")
+        ledger.post_remittance(remittance)
         run_transition(entrustment, "remit", actor=actor, membership=membership,
                        details={**content, "treasury_receipt": remittance.treasury_receipt})
     return remittance
@@ -268,6 +274,7 @@ def entrustment_close(*, actor, entrustment: Entrustment, reason: str = "") -> E
     recon = reconciliation(entrustment)
     if recon.problems:
         raise DisposalError(" ".join(recon.problems))
+    ledger.invariants.check(entrustment)
     if approvals.approve(entrustment=entrustment, action="close", subject=f"entrustment:{entrustment.pk}",
                          content={"credited": str(recon.credited_cny), "remitted": str(recon.remitted_cny),
                                   "returned": str(recon.returned_cny)},
