@@ -54,7 +54,7 @@ def backup_code_digest(code: str) -> str:
 
 def _new_backup_code() -> str:
     # 50 random bits as 10 base32 characters, shown in two groups of five.
-    raw = base64.b32encode(os.urandom(5)).decode().lower()
+    raw = base64.b32encode(os.urandom(7)).decode().lower()[:10]
     return f"{raw[:5]}-{raw[5:]}"
 
 
