@@ -736,6 +736,7 @@ def transfer_record_broadcast(*, actor, transfer: CoinTransfer, txid: str, netwo
                                % {"sym": transfer.asset.symbol, "fee": transfer.asset.format_amount(network_fee)}})
     transfer.txid, transfer.network_fee = txid, network_fee
     save_tracked(transfer, actor=actor, reason="broadcast by custody")
+    ledger.post_platform_transfer_fee(transfer)
     emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
          type=EventType.TRANSFER_RECORDED,
          details={"kind": TransferKind.TO_PLATFORM, "reference": transfer.reference, "txid": txid,

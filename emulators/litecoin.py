@@ -333,9 +333,9 @@ def _launch(datadir: Path, port: int, litecoind: str, owns: bool) -> LitecoinReg
         litecoind, "-regtest", "-txindex=1", "-server", f"-rpcbind={HOST}", f"-rpcallowip={HOST}",
         f"-rpcport={port}", f"-rpcauth={_rpcauth(user, password)}", "-fallbackfee=0.0001", "-listen=0",
         "-dnsseed=0", "-connect=0", f"-datadir={datadir}", "-printtoconsole=0", "-daemon=0",
-        # MWEB (Litecoin's extension blocks) would activate after a few hundred regtest blocks and change
-        # how blocks are built; the portal does not handle MWEB outputs, so keep it off.
-        "-vbparams=mweb:0:1",
+        # MWEB (Litecoin's extension blocks) activates at block 432 in regtest and mining then fails
+        # (bad-txns-vin-empty); the portal does not handle MWEB outputs: never activate it (-2).
+        "-vbparams=mweb:-2:0",
     ]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return LitecoinRegtest(process=process, datadir=datadir, port=port, user=user, password=password,
