@@ -234,46 +234,56 @@ def verify(*, using: str = DEFAULT_DB_ALIAS, chunk: int = 2000,
     def result(brk=None):
         return Result(count=count, head_seq=last_seq, head_hash=prev_hash, first_break=brk)
 
-    while True:
-        links = list(ChainLink.objects.using(using).filter(seq__gt=last_seq).order_by("seq")[:chunk])
-        if not links:
-            break
-        by_label: dict[str, list[str]] = {}
-        for link in links:
-            by_label.setdefault(link.label, []).append(link.object_pk)
-        current: dict[str, dict[str, tuple]] = {}
-        for label, pks in by_label.items():
-            model = _model(label)
-            if model is not None:
-                pk_field = model._meta.pk
-                current[label] = _stored_rows(model, [pk_field.to_python(pk) for pk in pks], using)
-        for link in links:
-            where = (link.seq, link.label, link.object_pk)
-            if link.seq != last_seq + 1:
-                return result(Break(*where, GAP, f"link {last_seq + 1} is missing"))
-            if link.prev_hash != prev_hash:
-                return result(Break(*where, LINK_ALTERED, f"its previous hash is not link {last_seq}'s hash"))
-            if link.hash != link_hash(link.prev_hash, link.seq, link.label, link.object_pk, link.row_digest):
-                return result(Break(*where, LINK_ALTERED, "its hash does not match its content"))
-            values = current.get(link.label, {}).get(link.object_pk)
-            if values is None:
-                return result(Break(*where, ROW_MISSING))
-            if digest(_model(link.label), values) != link.row_digest:
-                return result(Break(*where, ROW_CHANGED))
-            if expect and link.seq == expect[0]:
-                if link.hash != expect[1]:
-                    return result(Break(*where, EXPECTED_HEAD_MISSING, f"printed hash {expect[1]}"))
-                found_expected = True
-            count, prev_hash, last_seq = count + 1, link.hash, link.seq
+    def walk() -> Break | None:
+        """Check every link after last_seq that is there now; advance the state past the good ones."""
+        nonlocal count, prev_hash, last_seq, found_expected
+        while links := list(ChainLink.objects.using(using).filter(seq__gt=last_seq).order_by("seq")[:chunk]):
+            by_label: dict[str, list[str]] = {}
+            for link in links:
+                by_label.setdefault(link.label, []).append(link.object_pk)
+            current: dict[str, dict[str, tuple]] = {}
+            for label, pks in by_label.items():
+                if model := _model(label):
+                    current[label] = _stored_rows(model, [model._meta.pk.to_python(pk) for pk in pks], using)
+            for link in links:
+                where = (link.seq, link.label, link.object_pk)
+                if link.seq != last_seq + 1:
+                    return Break(*where, GAP, f"link {last_seq + 1} is missing")
+                if link.prev_hash != prev_hash:
+                    return Break(*where, LINK_ALTERED, f"its previous hash is not link {last_seq}'s hash")
+                if link.hash != link_hash(link.prev_hash, link.seq, link.label, link.object_pk, link.row_digest):
+                    return Break(*where, LINK_ALTERED, "its hash does not match its content")
+                values = current.get(link.label, {}).get(link.object_pk)
+                if values is None:
+                    return Break(*where, ROW_MISSING)
+                if digest(_model(link.label), values) != link.row_digest:
+                    return Break(*where, ROW_CHANGED)
+                if expect and link.seq == expect[0]:
+                    if link.hash != expect[1]:
+                        return Break(*where, EXPECTED_HEAD_MISSING, f"printed hash {expect[1]}")
+                    found_expected = True
+                count, prev_hash, last_seq = count + 1, link.hash, link.seq
+        return None
 
+    if brk := walk():
+        return result(brk)
+    # The head and its link commit together, so every link up to the head read now is visible. While
+    # writers append during the walk the head runs ahead: walk on. A head still ahead when no link is
+    # left means links were cut off the end; a head behind the last link means it was moved back.
     stored_seq, stored_hash = head(using=using)
+    while stored_seq > last_seq:
+        walked = last_seq
+        if brk := walk():
+            return result(brk)
+        if last_seq == walked:
+            break
+        stored_seq, stored_hash = head(using=using)
     if (stored_seq, stored_hash) != (last_seq, prev_hash):
         return result(Break(stored_seq, "audit.chainhead", "1", HEAD_MISMATCH,
-                            f"the head says {stored_seq} {stored_hash}, the last link is {last_seq}"))
+                            f"the head says #{stored_seq} {stored_hash}, the last link is #{last_seq}"))
     if not found_expected:
         return result(Break(expect[0], "", "", EXPECTED_HEAD_MISSING, f"printed hash {expect[1]}"))
-    unchained = first_unchained(using=using, chunk=chunk)
-    return result(unchained)
+    return result(first_unchained(using=using, chunk=chunk))
 
 
 def first_unchained(*, using: str = DEFAULT_DB_ALIAS, chunk: int = 2000) -> Break | None:
@@ -282,7 +292,7 @@ def first_unchained(*, using: str = DEFAULT_DB_ALIAS, chunk: int = 2000) -> Brea
         label = model._meta.label_lower
         rows = model._base_manager.using(using)
         if rows.count() == ChainLink.objects.using(using).filter(label=label).count():
-            continue  # the walk already proved every link's row exists, so equal counts mean full cover
+            continue  # every link's row exists (the walk) and no row has two links (unique): equal counts, full cover
         pks = rows.order_by("pk").values_list("pk", flat=True)
         last = None
         while True:

@@ -34,7 +34,8 @@ class ChainLink(models.Model):
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["label", "object_pk"], name="audit_link_row")]
+        # One link per row: a row chained twice is a bug, and with this equal counts prove full cover.
+        constraints = [models.UniqueConstraint(fields=["label", "object_pk"], name="one_link_per_row")]
 
     def __str__(self):
         return f"#{self.seq} {self.label}:{self.object_pk}"

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 
 from audit import chain
-from audit.models import GENESIS, ChainLink
+from audit.models import GENESIS, ChainHead, ChainLink
 from audit.signals import paused
 from cases import services
 from cases.models import Case, Event, EventType
@@ -194,6 +194,13 @@ def test_links_cut_off_the_end_disagree_with_the_head(flow):
         cursor.execute("DELETE FROM audit_chainlink WHERE seq = %s", [last])
     result = chain.verify()
     assert result.first_break.what == chain.HEAD_MISMATCH and result.count == last - 1
+
+
+def test_a_head_moved_back_to_hide_the_last_links_is_found(flow):
+    flow.to("draft")
+    third = ChainLink.objects.get(seq=3)
+    ChainHead.objects.filter(pk=1).update(seq=3, hash=third.hash)
+    assert chain.verify().first_break.what == chain.HEAD_MISMATCH
 
 
 def test_a_row_inserted_around_the_application_is_not_chained(flow):
