@@ -364,3 +364,43 @@ def test_the_comparison_is_scheduled_daily(db):
 
     task = PeriodicTask.objects.get(task="ledger.tasks.compare_onchain")
     assert task.crontab is not None and task.crontab.hour == "2" and task.crontab.minute == "30"
+
+
+# =========================================================================== on the page
+
+
+def test_the_ledger_table_shows_each_figure_beside_the_record_and_flags_a_difference(flow):
+    from django.template import Context, Template
+
+    entrustment = flow.to("in_custody")
+    page = Template("{% load ledger_tags %}{% ledger_table entrustment %}")
+    html = page.render(Context({"entrustment": entrustment}))
+    assert "The ledger agrees with the record." in html and "Agency custody" in html
+    custody = entrustment.transfers.get(kind=TransferKind.TO_CUSTODY, asset=flow.w.btc)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE cases_cointransfer SET network_fee = %s WHERE id = %s",
+                       [str(custody.network_fee + 5) if connection.vendor == "sqlite" else custody.network_fee + 5,
+                        custody.pk])
+    html = page.render(Context({"entrustment": entrustment}))
+    assert 'role="alert"' in html and 'class="error"' in html and "0.00000005" in html
+
+
+# =========================================================================== history from before the ledger
+
+
+def test_the_backfill_posts_a_history_recorded_before_the_ledger_and_is_idempotent(world, monkeypatch):
+    flow = Flow(world, holdings=(("BTC", "2.5"),), case_number="顺公立字〔2025〕504号")
+    with monkeypatch.context() as before_the_ledger, postings.checks_deferred():
+        before_the_ledger.setattr("ledger.postings.post", lambda **kwargs: None)
+        flow.to("transferring")
+    assert not Transaction.objects.exists()
+    out = StringIO()
+    call_command("ledger_backfill", stdout=out)
+    assert "every entrustment agrees" in out.getvalue()
+    posted = Transaction.objects.count()
+    assert set(Transaction.objects.values_list("kind", flat=True)) == {T.SEIZURE, T.CUSTODY_RECEIPT,
+                                                                        T.PLATFORM_TRANSFER}
+    call_command("ledger_backfill", stdout=StringIO())
+    assert Transaction.objects.count() == posted
+    flow.to("remitted")  # the services go on posting on top of the backfilled history
+    assert "Reconciled" in reconcile()

@@ -23,9 +23,8 @@ class Command(BaseCommand):
         except Entrustment.DoesNotExist:
             raise CommandError(_("No entrustment numbered %(n)s.") % {"n": entrustment})
         header = (_("entrustment / case"), _("commodity"), _("figure"), _("ledger"), _("record"), _("difference"))
-        rows = [(line.scope, line.commodity, line.name, line.format(line.ledger),
-                 line.format(line.domain) if line.domain is not None else "≥ 0",
-                 "" if line.ok else line.format(line.difference))
+        rows = [(line.scope, line.commodity, line.name, line.ledger_text, line.domain_text,
+                 "" if line.ok else line.difference_text)
                 for line in lines if not (differences_only and line.ok)]
         widths = [max([len(str(h))] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
         for row in [tuple(map(str, header))] + rows:
