@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from django.db import connections
 from django.urls import reverse
+from django_otp.oath import totp
 from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
+
+from accounts.models import SealedTOTPDevice
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -112,10 +116,28 @@ class Person:
             form.locator("button[type=submit]").click()
         assert nav.value is not None and nav.value.status == 200
         assert urlparse(self.page.url).path != reverse("login"), f"{self.user.username} could not sign in"
+        # Those who approve or move value give a second factor: enrol on first sign-in, else a code.
+        path = urlparse(self.page.url).path
+        if path == reverse("accounts:enrol"):
+            self._second_factor("accounts:enrol", confirmed=False)
+            expect(self.page.locator("#backup-codes li")).to_have_count(10)
+            self.goto(self.url("home"))
+        elif path == reverse("accounts:two-factor"):
+            self._second_factor("accounts:two-factor", confirmed=True)
         # Signed in: the header shows the sign-out form.
         expect(self.page.locator(f"header form[action='{reverse('logout')}']")).to_have_count(1)
         self.assert_chinese()
         return self
+
+    def _second_factor(self, view: str, *, confirmed: bool):
+        """Type the code the person's authenticator app shows now, computed from the device's key."""
+        device = SealedTOTPDevice.objects.get(user=self.user, confirmed=confirmed)
+        form = self.page.locator(f"main form[action='{reverse(view)}']")
+        form.locator("input[name=code]").fill(totp_now(device))
+        with self.page.expect_navigation(wait_until="load") as nav:
+            form.locator("button[type=submit]").click()
+        assert nav.value is not None and nav.value.status == 200
+        self.assert_chinese()
 
     def open_entrustment(self, entrustment):
         self.goto(self.url("entrustment-detail", entrustment.pk))
@@ -182,6 +204,16 @@ class Person:
         # The page came back with the success message of the action.
         expect(page.locator("#messages .message-success")).to_have_count(1)
         return answer
+
+
+def totp_now(device) -> str:
+    """The device's current TOTP code; waits for the next 30-second step if this one was already used."""
+    while True:
+        t = int((time.time() - device.t0) // device.step) + device.drift
+        if t > device.last_t:
+            code = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=device.drift)
+            return f"{code:0{device.digits}d}"
+        time.sleep(1)
 
 
 def fill(form, name: str, value) -> None:

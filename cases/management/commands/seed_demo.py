@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import requires_two_factor
 from agencies.models import Membership, Organisation
 from cases import demo, services
 from cases.models import Asset, Case, DisposalPolicy, Jurisdiction
@@ -24,9 +25,14 @@ class Command(BaseCommand):
             created = self._seed(password)
         self.stdout.write(self.style.SUCCESS("Demo data ready" + (" (created)" if created else " (already there)")))
         self.stdout.write("Logins (password for all: %s):" % password)
+        User = get_user_model()
         for username, (org, role, name) in demo.PERSONAS.items():
-            self.stdout.write(f"  {username:<18} {role:<9} {org}")
-        self.stdout.write("  admin              superuser (admin back office)")
+            two_factor = " + 2FA" if requires_two_factor(User.objects.get(username=username)) else ""
+            self.stdout.write(f"  {username:<18} {role:<9} {org}{two_factor}")
+        self.stdout.write("  admin              superuser (admin back office) + 2FA")
+        self.stdout.write("2FA: at the first sign-in, scan the QR code with an authenticator app (or type its key,")
+        self.stdout.write("e.g. into `oathtool --totp -b KEY`); keep the backup codes shown. A lost device:")
+        self.stdout.write("  .venv/bin/python manage.py reset_two_factor USERNAME")
 
     def _password(self) -> str:
         """One demo password, from DEMO_PASSWORD or generated once and kept outside the repo."""
