@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
@@ -27,7 +28,7 @@ def _refused(form, device):
     until = services.throttled_until(device) if device is not None else None
     if until:
         form.add_error("code", _("Too many wrong codes. Try again after %(time)s.") % {
-            "time": until.astimezone().strftime("%H:%M:%S")})
+            "time": timezone.localtime(until).strftime("%H:%M:%S")})
     else:
         form.add_error("code", _("That code is not valid. Codes work once and change every 30 seconds."))
 
