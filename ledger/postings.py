@@ -234,13 +234,15 @@ def post_platform_deposit(transfer) -> Transaction:
 def post_transfer_failed(transfer) -> Transaction | None:
     """The deposit failed: what left custody goes back to the addresses it left, fee included (the
     portal's record treats a failed transfer as one that moved nothing)."""
-    instructed = existing(f"transfer:{transfer.reference}")
-    if instructed is None:
+    # The instruction and, when custody reported it later, the fee (post_platform_transfer_fee).
+    left = Entry.objects.filter(transaction__key__in=[f"transfer:{transfer.reference}",
+                                                      f"transfer-fee:{transfer.reference}"]).select_related("account")
+    if not left:
         return None
     e = transfer.entrustment
     posted = post(key=f"transfer-failed:{transfer.reference}", kind=T.TRANSFER_FAILED, case=e.case, entrustment=e,
                   description=f"{transfer.reference} failed",
-                  entries=[(entry.account, -entry.amount) for entry in instructed.entries.select_related("account")])
+                  entries=[(entry.account, -entry.amount) for entry in left])
     _check(e)
     return posted
 

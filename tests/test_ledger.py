@@ -404,3 +404,18 @@ def test_the_backfill_posts_a_history_recorded_before_the_ledger_and_is_idempote
     assert Transaction.objects.count() == posted
     flow.to("remitted")  # the services go on posting on top of the backfilled history
     assert "Reconciled" in reconcile()
+
+
+def test_a_failed_deposit_gives_back_what_left_custody_including_a_fee_posted_at_broadcast(flow):
+    w = flow.w
+    entrustment = flow.to("transferring")
+    transfer = entrustment.transfers.get(kind=TransferKind.TO_PLATFORM, asset=w.btc)
+    custody_before = balance(entrustment, K.CUSTODY, asset=w.btc)
+    # Postings only (the record's fee is already in this flow's instruction, so the figures are not checked):
+    # a fee custody reported at broadcast leaves custody too, and a failure must return it with the rest.
+    with postings.checks_deferred():
+        assert postings.post_platform_transfer_fee(transfer) is not None
+        assert balance(entrustment, K.CUSTODY, asset=w.btc) == custody_before - transfer.network_fee
+        postings.post_transfer_failed(transfer)
+    assert balance(entrustment, K.IN_TRANSIT, asset=w.btc) == 0
+    assert balance(entrustment, K.CUSTODY, asset=w.btc) == custody_before + transfer.amount + transfer.network_fee
