@@ -62,6 +62,8 @@ def require(actor, organisation: Organisation | None, *roles: str) -> Membership
 def reason_required(reason: str) -> str:
     if not reason or not reason.strip():
         raise ValidationError({"reason": _("A reason is required for this action.")})
+    if "\x00" in reason:  # PostgreSQL refuses NUL in text: a refusal, not a server error
+        raise ValidationError({"reason": _("Null characters are not allowed.")})
     return reason.strip()
 
 
@@ -122,7 +124,8 @@ def emit(*, case, entrustment=None, actor=None, membership=None, type: str, reas
 def save_tracked(obj, *, actor, reason: str = "") -> None:
     """Save with the acting user and reason on the history row simple-history writes."""
     obj._history_user = actor
-    obj._change_reason = reason or ""
+    # The history row's reason column holds 100 characters; the full reason is on the business event.
+    obj._change_reason = (reason or "")[:100]
     obj.save()
 
 
