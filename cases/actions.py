@@ -98,7 +98,14 @@ def _remittance_prepare(e, target, user):
 
 def _remittance_approve(e, target, user):
     remittance = _remittance(e) if e.state == S.CREDITED else None
-    return remittance is not None and remittance.remitted_at is None and remittance.prepared_by_id != user.pk
+    # Once authorised (quorum met, waiting for the bank's booking) there is nothing left to approve.
+    return (remittance is not None and remittance.approved_at is None and remittance.remitted_at is None
+            and remittance.prepared_by_id != user.pk)
+
+
+def _remittance_confirm(e, target, user):
+    remittance = _remittance(e) if e.state == S.CREDITED else None
+    return remittance is not None and remittance.approved_at is not None and remittance.remitted_at is None
 
 
 def _reserve_propose(e, lot, user):
@@ -244,6 +251,8 @@ ACTIONS: list[Action] = [
        f.RemittancePrepareForm, _remittance_prepare, B_OFF, records=True),
     _a("remittance_approve", gettext_lazy("Approve the treasury remittance"), money.remittance_approve,
        f.RemittanceApproveForm, _remittance_approve, B_APP),
+    _a("remittance_confirm", gettext_lazy("Record the treasury receipt of the bank's payment"),
+       money.remittance_confirm, f.RemittanceConfirmForm, _remittance_confirm, B_OFF),
     _a("close", gettext_lazy("Close and archive"), money.entrustment_close, f.CloseForm, fsm("close"), C_APP),
     # exceptions on the entrustment
     _a("cancel", gettext_lazy("Cancel the entrustment"), services.entrustment_cancel, f.ReasonForm, fsm("cancel"), B_APP,

@@ -696,7 +696,11 @@ class RemittancePrepareForm(ActionForm):
 
 
 class RemittanceApproveForm(ActionForm):
-    treasury_receipt = forms.CharField(label=gettext_lazy("Treasury receipt"), max_length=100)
+    treasury_receipt = forms.CharField(
+        label=gettext_lazy("Treasury receipt"), max_length=100, required=False,
+        help_text=gettext_lazy("Enter the receipt if the remittance was paid outside the portal: it is then recorded "
+                               "as remitted. Leave it empty to authorise the bank to pay it: the entrustment becomes "
+                               "remitted once the bank has booked the payment and its receipt is recorded."))
     summary_template = "cases/partials/summary_remittance.html"
 
     def build(self):
@@ -704,6 +708,16 @@ class RemittanceApproveForm(ActionForm):
 
         self.remittance = TreasuryRemittance.objects.filter(entrustment=self.entrustment).select_related(
             "prepared_by").first()
+
+    def service_kwargs(self):
+        return {**super().service_kwargs(), **self.cleaned_data}
+
+
+class RemittanceConfirmForm(ActionForm):
+    treasury_receipt = forms.CharField(
+        label=gettext_lazy("Treasury receipt"), max_length=100,
+        help_text=gettext_lazy("The receipt of the bank's payment to the treasury, from the bank's booking. The "
+                               "workers record it themselves when the bank reports it."))
 
     def service_kwargs(self):
         return {**super().service_kwargs(), **self.cleaned_data}

@@ -45,7 +45,9 @@ CENT = Decimal("0.01")
 @transaction.atomic
 def offshore_receipt_record(*, actor, entrustment: Entrustment, bank: Organisation, currency: str, amount,
                             bank_reference: str, value_date: date) -> OffshoreReceipt:
-    """The bank's credit advice. It must equal the sale proceeds net of platform fees."""
+    """One bank credit advice. A currency may arrive in several credits (one per lot sold, whose EndToEndId is
+    the lot's client order id); together they may not exceed the sale proceeds net of platform fees, and the
+    proceeds count as received once every currency's credits add up to exactly that."""
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
     if bank.kind != OrgKind.BANK:
@@ -54,12 +56,15 @@ def offshore_receipt_record(*, actor, entrustment: Entrustment, bank: Organisati
     expected = net_proceeds_by_currency(entrustment).get(currency)
     if expected is None:
         raise ValidationError({"currency": _("Nothing was sold in %(cur)s.") % {"cur": currency}})
-    if amount != expected:
-        raise ValidationError({"amount": _("The credit %(amt)s %(cur)s differs from the proceeds net of fees "
-                                           "%(exp)s %(cur)s; record the exception instead.")
-                               % {"amt": amount, "cur": currency, "exp": expected}})
+    # The duplicate first: a credit advice delivered twice is "already recorded", not "too much".
     if OffshoreReceipt.objects.filter(bank=bank, bank_reference=bank_reference).exists():
         raise ValidationError({"bank_reference": _("This credit advice is already recorded.")})
+    before = _received(entrustment, currency)
+    if before + amount > expected:
+        raise ValidationError({"amount": _("The credit %(amt)s %(cur)s would bring the credits to %(sum)s %(cur)s, "
+                                           "more than the proceeds net of fees %(exp)s %(cur)s; record the "
+                                           "exception instead.")
+                               % {"amt": amount, "cur": currency, "sum": before + amount, "exp": expected}})
     receipt = OffshoreReceipt(entrustment=entrustment, currency=currency, amount=amount, bank=bank,
                               bank_reference=bank_reference, value_date=value_date, recorded_by=actor)
     save_tracked(receipt, actor=actor, reason="offshore credit")
@@ -68,10 +73,14 @@ def offshore_receipt_record(*, actor, entrustment: Entrustment, bank: Organisati
          type=EventType.SETTLEMENT_RECORDED,
          details={"step": "offshore_receipt", "currency": currency, "amount": str(amount),
                   "bank_reference": bank_reference})
-    received = set(entrustment.offshore_receipts.values_list("currency", flat=True))
-    if received >= set(net_proceeds_by_currency(entrustment)) and entrustment.state == EntrustmentState.SOLD:
+    complete = all(_received(entrustment, cur) == net for cur, net in net_proceeds_by_currency(entrustment).items())
+    if complete and entrustment.state == EntrustmentState.SOLD:
         run_transition(entrustment, "receive_proceeds", actor=actor, membership=membership)
     return receipt
+
+
+def _received(entrustment: Entrustment, currency: str) -> Decimal:
+    return entrustment.offshore_receipts.filter(currency=currency).aggregate(s=Sum("amount"))["s"] or Decimal("0")
 
 
 @transaction.atomic
@@ -243,23 +252,68 @@ def remittance_prepare(*, actor, entrustment: Entrustment, payment_code: str) ->
 
 
 @transaction.atomic
-def remittance_approve(*, actor, entrustment: Entrustment, treasury_receipt: str) -> TreasuryRemittance:
+def remittance_approve(*, actor, entrustment: Entrustment, treasury_receipt: str = "") -> TreasuryRemittance:
+    """The approvers' quorum. With the treasury receipt (paid outside the portal) the remittance is recorded at
+    once. Without it the quorum authorises the bank to pay (``approved_at``) and nothing moves yet: the state
+    changes when the bank has booked the payment and ``remittance_confirm`` records its receipt."""
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
     remittance = TreasuryRemittance.objects.select_for_update().filter(entrustment=entrustment).first()
     if remittance is None:
         raise DisposalError(_("No remittance is prepared."))
-    if not (treasury_receipt or "").strip():
-        raise ValidationError({"treasury_receipt": _("This field is required.")})
+    if remittance.approved_at or remittance.remitted_at:
+        raise DisposalError(_("This remittance is already authorised."))
+    _check_receipt(treasury_receipt, required=False)
     content = {"payment_code": remittance.payment_code, "amount": str(remittance.amount_cny)}
     if approvals.approve(entrustment=entrustment, action="remittance", subject=f"remittance:{remittance.pk}",
                          content=content, actor=actor, membership=membership, preparer=remittance.prepared_by):
+        remittance.approved_at = timezone.now()
+        if not (treasury_receipt or "").strip():
+            save_tracked(remittance, actor=actor, reason="remittance authorised for payment by the bank")
+            emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
+                 type=EventType.SETTLEMENT_RECORDED, details={"step": "remittance_authorised", **content})
+            return remittance
         remittance.treasury_receipt, remittance.remitted_at = treasury_receipt.strip(), timezone.now()
         save_tracked(remittance, actor=actor, reason="remitted")
         ledger.post_remittance(remittance)
         run_transition(entrustment, "remit", actor=actor, membership=membership,
                        details={**content, "treasury_receipt": remittance.treasury_receipt})
     return remittance
+
+
+@transaction.atomic
+def remittance_confirm(*, actor, entrustment: Entrustment, treasury_receipt: str) -> TreasuryRemittance:
+    """The bank booked the authorised payment to the treasury: its receipt is recorded and the entrustment is
+    remitted. The bureau's officer records it (in practice its service account, from the bank's booking); the
+    approvers already decided when they authorised the payment."""
+    entrustment = lock_entrustment(entrustment)
+    membership = require(actor, entrustment.bureau, OFFICER)
+    remittance = TreasuryRemittance.objects.select_for_update().filter(entrustment=entrustment).first()
+    if remittance is None:
+        raise DisposalError(_("No remittance is prepared."))
+    if remittance.remitted_at:
+        raise DisposalError(_("This remittance is already recorded as paid."))
+    if remittance.approved_at is None:
+        raise DisposalError(_("The remittance is not authorised yet: the approvers' quorum comes first."))
+    if entrustment.state != EntrustmentState.CREDITED:
+        raise DisposalError.wrong_state(entrustment, _("Remittance follows the special-account credit."))
+    receipt = _check_receipt(treasury_receipt, required=True)
+    remittance.treasury_receipt, remittance.remitted_at = receipt, timezone.now()
+    save_tracked(remittance, actor=actor, reason="remitted")
+    ledger.post_remittance(remittance)
+    run_transition(entrustment, "remit", actor=actor, membership=membership,
+                   details={"payment_code": remittance.payment_code, "amount": str(remittance.amount_cny),
+                            "treasury_receipt": receipt})
+    return remittance
+
+
+def _check_receipt(treasury_receipt: str, *, required: bool) -> str:
+    receipt = (treasury_receipt or "").strip()
+    if required and not receipt:
+        raise ValidationError({"treasury_receipt": _("This field is required.")})
+    if len(receipt) > TreasuryRemittance._meta.get_field("treasury_receipt").max_length:
+        raise ValidationError({"treasury_receipt": _("The treasury receipt reference is too long.")})
+    return receipt
 
 
 @transaction.atomic
