@@ -16,7 +16,29 @@ and, with a drop folder, also written to ``<drop_dir>/inbox`` while orders are c
 
 Demo: ``python -m emulators.bank --port 8702 --drop-dir var/bank`` (control endpoints under
 ``/_control/``, see ``_CONTROL``). Faults: ``timeout`` (the answer comes too late), ``500`` (refused
-without doing anything) and ``lost_response`` (done, but the connection drops before the answer).
+without doing anything) and ``lost_response`` (done, but the connection drops before the answer) on the
+HTTP API; ``fx_reject`` refuses the next FX settlement when its order comes to be booked.
+
+The portal's two payment orders, and what the bank reports for them:
+
+* **FX settlement (结汇).** A pain.001 in USD (or HKD) from a foreign-currency account to an account held here
+  in CNY (the bureau's special case-funds account) is not a transfer but a conversion. When
+  ``book_payments`` comes to it, the bank waits for the "FX approval" (at once by default; ``fx_approval_delay``
+  seconds after receipt if set), then converts at the rate set with ``set_fx_rate(ccy, rate)`` through
+  ``convert()``. Both legs, the foreign debit and the CNY credit, are camt.054 notifications whose
+  Refs/EndToEndId is the payment's EndToEndId and whose AmtDtls carry the CcyXchg (rate, both amounts).
+  Where the portal finds what ``fx_record_approval`` needs:
+
+  - the SAFE approval reference: ``SAFE=<ref>`` in the entry's AddtlNtryInf;
+  - the balance-of-payments declaration number: ``BOP=<no>`` in the entry's AddtlNtryInf;
+  - the conversion slip (结汇水单) reference: CcyXchg/CtrctId (the legs' AcctSvcrRef are it plus ``-D``/``-C``);
+  - the rate and the CNY amount: CcyXchg/XchgRate and the CNY amount of AmtDtls (the credit leg's Amt).
+
+  A refused approval (``fail_next("fx_reject", reason=...)``, or no rate set) books nothing: the order's
+  status becomes ``rejected`` with the reason, as ``payment_status`` reports it.
+* **Treasury remittance.** A CNY payment to an account opened with ``open_treasury_account`` is booked as a
+  debit and a credit whose AddtlNtryInf carries the treasury's receipt as ``RECEIPT=<ref>``; the remittance
+  information (the payment code) is passed through as RmtInf/Ustrd.
 """
 
 from __future__ import annotations
@@ -47,7 +69,7 @@ from counterparties.banks.iso20022 import (
 )
 from counterparties.errors import PermanentError
 
-FAULT_KINDS = ("timeout", "500", "lost_response")
+FAULT_KINDS = ("timeout", "500", "lost_response", "fx_reject")
 BANK_BIC = "EMULHKHHXXX"
 MAX_BODY = 5 * 1024 * 1024
 
@@ -141,6 +163,11 @@ class BankEmulator:
         self.orders: dict[str, Order] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) as received, for tests
         self._faults: deque[Fault] = deque()
+        # FX settlement: CNY per unit of each foreign currency, the approval's delay, refusals to come.
+        self.fx_rates: dict[str, Decimal] = {}
+        self.fx_approval_delay = 0.0
+        self._fx_rejections: deque[tuple[str | None, str]] = deque()
+        self.treasury_accounts: set[str] = set()
         self._seq = itertools.count(1)
         # Ids and references carry the start time, so a restarted emulator neither reuses a bank reference
         # (the portal dedups on it) nor writes document names that sort before a cursor already stored.
@@ -201,9 +228,12 @@ class BankEmulator:
 
     def convert(self, account: str, source_ccy: str, amount, rate, target_account_cny: str, *,
                 target_ccy: str = "CNY", bank_ref: str | None = None, end_to_end_id: str | None = None,
-                remittance: str | None = None, contract_id: str | None = None) -> tuple[Booking, Booking]:
+                remittance: str | None = None, contract_id: str | None = None,
+                approval_reference: str | None = None, bop_declaration_no: str | None = None
+                ) -> tuple[Booking, Booking]:
         """结汇: debit ``amount`` in ``source_ccy`` and credit the CNY equivalent (rounded half-up to fen)
-        to ``target_account_cny``. Both legs carry the exchange details (CcyXchg)."""
+        to ``target_account_cny``. Both legs carry the exchange details (CcyXchg) and, when given, the SAFE
+        approval and BoP declaration as ``SAFE=`` and ``BOP=`` in AddtlNtryInf."""
         with self._lock:
             source = self.open_account(account, source_ccy)
             target = self.open_account(target_account_cny, target_ccy)
@@ -220,6 +250,10 @@ class BankEmulator:
             ref = bank_ref or f"FX{self.run}{next(self._seq):06d}"
             fx = (source_ccy, target_ccy, rate, amount, converted, contract_id or ref)
             info = f"FX SETTLEMENT {source_ccy}/{target_ccy} {rate}"
+            if approval_reference:
+                info += f" SAFE={approval_reference}"
+            if bop_declaration_no:
+                info += f" BOP={bop_declaration_no}"
             debit = self._book(source, amount, False, bank_ref=f"{ref}-D", end_to_end_id=end_to_end_id,
                                remittance=remittance, additional_info=info, fx=fx, family=("FORX", "SPOT", "SPOT"))
             credit = self._book(target, converted, True, bank_ref=f"{ref}-C", end_to_end_id=end_to_end_id,
@@ -293,7 +327,8 @@ class BankEmulator:
             return entry, True
 
     def book_payments(self) -> list[Order]:
-        """Execute the accepted orders: debit the payer, credit the creditor's account here (the treasury)."""
+        """Execute the accepted orders: debit the payer, credit the creditor's account here (the treasury), or,
+        for a foreign-currency payment into a CNY account here, convert it (结汇) once the FX approval is in."""
         done = []
         with self._lock:
             for entry in self.orders.values():
@@ -301,28 +336,77 @@ class BankEmulator:
                     continue
                 order = entry.order
                 debtor = self.accounts[order.debtor.account]
+                fx = [p for p in order.payments if self._is_fx(p)]
+                if fx and (datetime.now(UTC) - entry.received_at).total_seconds() < self.fx_approval_delay:
+                    continue  # SAFE has not answered yet: the order stays accepted
                 total = sum((p.amount for p in order.payments), Decimal(0))
                 reason = ""
                 if debtor.balance() < total:
                     reason = f"insufficient funds: {debtor.balance()} < {total}"
                 for p in order.payments:
                     held = self.accounts.get(p.creditor_account)
-                    if held is not None and held.currency != p.currency:
+                    if held is not None and held.currency != p.currency and p not in fx:
                         reason = f"creditor account {p.creditor_account} is held in {held.currency}"
+                    elif p in fx and p.currency not in self.fx_rates:
+                        reason = f"FX not approved: no {p.currency}/{held.currency} rate is quoted"
+                if fx and not reason:
+                    refusal = self._take_fx_rejection(order)
+                    if refusal is not None:
+                        reason = f"FX not approved: {refusal}"
                 if reason:  # refused as a whole, before anything is booked
                     entry.state, entry.reason = "rejected", reason
                     done.append(entry)
                     continue
                 for p in order.payments:
+                    if p in fx:
+                        seq = next(self._seq)
+                        self.convert(debtor.number, p.currency, p.amount, self.fx_rates[p.currency],
+                                     p.creditor_account, end_to_end_id=p.end_to_end_id, remittance=p.remittance,
+                                     approval_reference=f"SAFE-{self.run}-{seq:06d}",
+                                     bop_declaration_no=f"BOP{self.run}{seq:06d}")
+                        continue
+                    info = f"PAYMENT {order.msg_id} TO {p.creditor_name}"
+                    if p.creditor_account in self.treasury_accounts:
+                        info += f" RECEIPT=GK{self.run}{next(self._seq):06d}"  # the treasury's receipt (国库回执)
                     self._book(debtor, p.amount, False, end_to_end_id=p.end_to_end_id, remittance=p.remittance,
-                               counterparty=p.creditor_name, family=("PMNT", "ICDT", "DMCT"),
-                               additional_info=f"PAYMENT {order.msg_id} TO {p.creditor_name}")
+                               counterparty=p.creditor_name, family=("PMNT", "ICDT", "DMCT"), additional_info=info)
                     creditor = self.open_account(p.creditor_account, p.currency, p.creditor_name)
                     self._book(creditor, p.amount, True, end_to_end_id=p.end_to_end_id, remittance=p.remittance,
-                               counterparty=order.debtor.name, family=("PMNT", "RCDT", "DMCT"))
+                               counterparty=order.debtor.name, family=("PMNT", "RCDT", "DMCT"),
+                               additional_info=info if p.creditor_account in self.treasury_accounts else None)
                 entry.state = "booked"
                 done.append(entry)
         return done
+
+    def _is_fx(self, payment) -> bool:
+        """A foreign-currency payment into a CNY account held here is a conversion, not a transfer."""
+        held = self.accounts.get(payment.creditor_account)
+        return held is not None and held.currency == "CNY" and payment.currency != "CNY"
+
+    def _take_fx_rejection(self, order: PaymentOrder) -> str | None:
+        for on, reason in self._fx_rejections:
+            if on is None or order.msg_id.startswith(on) or any(p.end_to_end_id.startswith(on)
+                                                                 for p in order.payments):
+                self._fx_rejections.remove((on, reason))
+                return reason
+        return None
+
+    def set_fx_rate(self, currency: str, rate) -> None:
+        """The rate (CNY per unit of ``currency``) the next FX settlements convert at."""
+        if isinstance(rate, float):
+            raise TypeError("the rate must be a Decimal or a string, not a float")
+        rate = Decimal(str(rate))
+        if not rate.is_finite() or rate <= 0:
+            raise ValueError("the rate must be positive")
+        with self._lock:
+            self.fx_rates[currency] = rate
+
+    def open_treasury_account(self, number: str, owner: str = "国家金库") -> Account:
+        """The treasury's CNY account: payments into it are booked with a treasury receipt (RECEIPT=)."""
+        with self._lock:
+            account = self.open_account(number, "CNY", owner)
+            self.treasury_accounts.add(number)
+            return account
 
     def find_order(self, msg_id: str | None = None, end_to_end_id: str | None = None) -> Order | None:
         with self._lock:
@@ -353,12 +437,17 @@ class BankEmulator:
 
     # -- faults ----------------------------------------------------------------------------------
 
-    def fail_next(self, kind: str, *, on: str | None = None, delay: float = 2.0) -> None:
+    def fail_next(self, kind: str, *, on: str | None = None, delay: float = 2.0, reason: str = "") -> None:
         """Make the next request (or the next whose "METHOD /path" starts with ``on``) fail: ``timeout``
         (answer only after ``delay`` seconds), ``500`` (refuse without acting) or ``lost_response`` (act,
-        then drop the connection without answering)."""
+        then drop the connection without answering). ``fx_reject`` refuses the FX approval of the next FX
+        settlement booked (or the next whose MsgId or EndToEndId starts with ``on``) with ``reason``."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault {kind!r} is not one of {FAULT_KINDS}")
+        if kind == "fx_reject":
+            with self._lock:
+                self._fx_rejections.append((on, reason or "SAFE did not approve the settlement"))
+            return
         with self._lock:
             self._faults.append(Fault(kind, on, delay))
 
@@ -537,7 +626,11 @@ _CONTROL = {
     "convert": lambda b, j: [x.bank_ref for x in b.convert(
         j["account"], j["source_ccy"], _decimal_field(j, "amount"), _decimal_field(j, "rate"),
         j["target_account"], end_to_end_id=j.get("end_to_end_id"), remittance=j.get("remittance"))],
-    "fail_next": lambda b, j: b.fail_next(j["kind"], on=j.get("on"), delay=float(j.get("delay", 2.0))),
+    "fail_next": lambda b, j: b.fail_next(j["kind"], on=j.get("on"), delay=float(j.get("delay", 2.0)),
+                                          reason=j.get("reason", "")),
+    "set_fx_rate": lambda b, j: b.set_fx_rate(j["currency"], str(_decimal_field(j, "rate"))),
+    "fx_approval_delay": lambda b, j: setattr(b, "fx_approval_delay", float(j["seconds"])),
+    "open_treasury_account": lambda b, j: b.open_treasury_account(j["account"], j.get("owner", "国家金库")).number,
     "book_payments": lambda b, j: [o.order.msg_id for o in b.book_payments()],
     "issue_statements": lambda b, j: [d.id for d in b.issue_statements()],
     "set_date": lambda b, j: setattr(b, "today", date.fromisoformat(j["date"])),
