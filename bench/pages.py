@@ -28,6 +28,8 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
 
+from tests.factories import sign_in  # noqa: E402
+
 
 def measure(client, url, n):
     client.get(url)  # warm
@@ -59,7 +61,7 @@ def main():
     rows = []
     with override_settings(ROOT_URLCONF="bench.urls", ALLOWED_HOSTS=["testserver"], DEBUG=False):
         client = Client()
-        client.force_login(bce)
+        sign_in(client, bce)
         pages = [
             ("work queue (home), BCE approver", "/"),
             ("entrustment list, page 1", "/entrustments/"),
@@ -70,7 +72,7 @@ def main():
         ]
         for name, url in pages:
             rows.append((name, *measure(client, url, args.requests)))
-        client.force_login(admin)
+        sign_in(client, admin)
         rows.append(("admin changelist (Entrustment)", *measure(client, "/admin/cases/entrustment/",
                                                                  args.requests)))
     print(f"\n{total:,} entrustments on {connection.vendor}; {args.requests} requests per page; "

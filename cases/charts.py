@@ -89,7 +89,7 @@ def bar_chart(bars: Sequence[Bar], *, chart_id: str, title: str, description: st
     rows = mark_safe("\n".join(row(i, bar) for i, bar in enumerate(bars)))  # each row escaped by format_html
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {} {}" '
-        'width="100%" style="max-width:{}px" font-size="12" aria-labelledby="{}-title {}-desc">'
+        'width="100%" font-size="12" aria-labelledby="{}-title {}-desc">'
         '<title id="{}-title">{}</title><desc id="{}-desc">{}</desc>\n{}</svg>',
-        WIDTH, height, WIDTH, chart_id, chart_id, chart_id, title, chart_id, description or title, rows,
+        WIDTH, height, chart_id, chart_id, chart_id, title, chart_id, description or title, rows,
     )

@@ -382,6 +382,12 @@ def execute(lot_id: int) -> str:
                 except IndeterminateResult:
                     remember(found, accepted=True)  # it may have been carried out: from now on only ask
                     raise
+                except PermanentError as refused:
+                    # A predecessor killed mid-call may have placed the order before the quote expired: the
+                    # venue's record under our order id decides, not the refusal of the repeated accept.
+                    order = _existing_order(exchange, order_id)
+                    if order is None:
+                        raise refused
                 remember(found, accepted=True)
         except PermanentError as exc:
             _refused(entrustment, ExceptionKind.EXECUTION, f"order:{order_id}", exc, quote=quote.reference)
@@ -416,6 +422,18 @@ def execute(lot_id: int) -> str:
 
 
 # --------------------------------------------------------------------------- after the threshold
+
+
+def _existing_order(exchange, order_id: str):
+    """The venue's order under our client order id, or None when it has none."""
+    from counterparties.errors import ErrorCode
+
+    try:
+        return exchange.order_status(order_id)
+    except PermanentError as exc:
+        if exc.code == ErrorCode.UNKNOWN_ORDER:
+            return None
+        raise
 
 
 def recheck_transfers(hours: int = 24) -> int:

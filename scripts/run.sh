@@ -34,9 +34,25 @@ for f in "$VAR"/run/*.pid; do
   [ -e "$f" ] || continue
   pid=$(<"$f"); rm -f "$f"
   # Only if that pid is still one of ours, not a recycled number.
-  if ps -o args= -p "$pid" 2>/dev/null | grep -qE 'gunicorn|celery'; then prev+=("$pid"); fi
+  if ps -o args= -p "$pid" 2>/dev/null | grep -qE 'gunicorn|celery|emulators.world'; then prev+=("$pid"); fi
 done
 if ((${#prev[@]})); then echo "Stopping the previous instance (pids ${prev[*]})"; stop_services "${prev[@]}"; fi
+
+# The outside parties (chains, custody, platforms, bank) on loopback, reached by the workers through the
+# real adapters. Their endpoints and generated credentials go to a 0600 file the portal reads.
+export PORTAL_SECRETS_FILE="$VAR/emulators.json" PORTAL_CHAIN_NETWORK=regtest
+rm -f "$PORTAL_SECRETS_FILE"
+world_pid=""
+if [ "${PORTAL_EMULATORS:-1}" = 1 ]; then
+  setsid $BIN/python -m emulators.world --secrets-file "$PORTAL_SECRETS_FILE" --workdir "$VAR/world" \
+    --block-time "${PORTAL_BLOCK_TIME:-2}" >>"$VAR/log/world.log" 2>&1 &
+  world_pid=$!
+  echo $world_pid >"$VAR/run/world.pid"
+  # Until the services start (and the full cleanup takes over), a failed step must not orphan it.
+  trap 'kill -TERM "$world_pid" 2>/dev/null || true' EXIT
+  for ((i = 0; i < 120; i++)); do [ -s "$PORTAL_SECRETS_FILE" ] && break; sleep 0.5; done
+  [ -s "$PORTAL_SECRETS_FILE" ] || { echo "The emulators did not start; see $VAR/log/world.log" >&2; exit 1; }
+fi
 
 $BIN/python manage.py migrate --noinput
 $BIN/python manage.py collectstatic --noinput -v0
@@ -46,6 +62,7 @@ logins=$($BIN/python manage.py seed_demo)  # idempotent; says the demo logins
 mkdir -p "$PORTAL_VAR_DIR/log"
 $BIN/python manage.py make_dev_pki >"$PORTAL_VAR_DIR/log/pki.log"
 echo "$logins"
+$BIN/python manage.py demo_live_case
 
 names=() pids=()
 start() {  # start NAME COMMAND...
@@ -71,12 +88,13 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
+if [ -n "$world_pid" ]; then names+=(world) pids+=("$world_pid"); fi
 start web $BIN/gunicorn portal.wsgi --bind "127.0.0.1:$PORT" --workers 2 --access-logfile -
 start worker $BIN/celery -A portal worker -l info --concurrency 2
 start beat $BIN/celery -A portal beat -l info
 
 echo "Portal: http://127.0.0.1:$PORT/ (admin at /admin/)"
-echo "Logs: $VAR/log/{web,worker,beat}.log"
+echo "Logs: $VAR/log/{web,worker,beat,world}.log"
 
 # If one service dies the demo is broken: say which, and stop the others (EXIT trap).
 wait -n || true

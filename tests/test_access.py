@@ -129,14 +129,14 @@ def test_the_home_page_needs_the_same_number_of_queries_for_2_or_10_entrustments
         services.entrustment_create(actor=world.shunyi_officer, case=case, holdings=[h], bce=world.bce)
     assert Entrustment.objects.count() == 10
     assert queries_for_home() == with_two
-    assert with_two <= 10
+    assert with_two <= 14  # 2FA rule + session saved on every request (idle timeout)
 
 
 def test_the_home_page_query_count_has_a_fixed_ceiling(client, world, django_assert_max_num_queries):
     case = register(world, world.shunyi_officer, world.shunyi, "顺公立字〔2025〕211号", holdings=5)
     entrust_each_holding(world, world.shunyi_officer, case)
     sign_in(client, world.shunyi_officer)
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(14):
         client.get(reverse("home"))
 
 

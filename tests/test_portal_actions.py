@@ -692,6 +692,9 @@ def test_every_service_a_person_performs_on_an_entrustment_is_an_action_of_the_p
     from settlements import services as money
 
     intake = {"case_register", "case_record_legal_basis", "holding_register", "entrustment_create"}
+    # Steps the workers take from a counterparty's answer; a person records the same facts through the
+    # manual actions (the deposit's txids on confirmation, the treasury receipt on the remittance approval).
+    intake |= {"transfer_record_broadcast", "remittance_confirm"}
     wired = {a.service for a in actions.ACTIONS}
     for module in (services, money):
         for name, function in inspect.getmembers(module, inspect.isfunction):

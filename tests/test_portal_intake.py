@@ -660,5 +660,5 @@ def test_the_case_page_needs_the_same_queries_for_2_or_30_holdings(client, world
                               upload=SimpleUploadedFile(f"{i}.pdf", PDF))
     assert case.holdings.count() == 30
     assert queries() == with_two
-    assert with_two <= 12
+    assert with_two <= 14  # 2FA rule + session saved on every request (idle timeout)
     assert page(client.get(reverse("case-detail", args=[case.pk]))).count('class="holding"') == 30
