@@ -18,6 +18,7 @@ from cases.models import Case, Event, EventType
 from cases.workflow import emit, save_tracked
 
 from .factories import SEIZED_AT, World
+from .flow import Flow
 
 
 def chained_row_count() -> int:
@@ -299,6 +300,39 @@ def test_many_writers_at_once_leave_one_gap_free_valid_chain():
     assert result.ok, result.first_break
     assert result.count == start + len(cases) * rounds * 2 == chained_row_count()
     assert list(ChainLink.objects.values_list("seq", flat=True)) == list(range(1, result.count + 1))
+
+
+@pytest.mark.concurrency
+@pytest.mark.django_db(transaction=True)
+def test_whole_lifecycles_in_parallel_do_not_deadlock_on_the_chain_head():
+    """Every writer holds the head lock from its first chained row to its commit, so no service may,
+    after that, wait for a lock another writer holds while it waits for the head. PostgreSQL checks
+    foreign keys at COMMIT (Django makes them deferred): a row pointing at an asset waits there for
+    anyone holding that asset FOR UPDATE. `select_for_update()` on holdings without of=("self",)
+    locks the shared asset rows too (Holding orders by asset__symbol, a join): that is a deadlock."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are proven on PostgreSQL; SQLite takes one writer at a time by design")
+    world, errors = World(), []
+    flows = [Flow(world, case_number=f"顺公立字〔2025〕{970 + i}号") for i in range(4)]
+    barrier = threading.Barrier(len(flows))
+
+    def run(flow):
+        try:
+            barrier.wait()
+            flow.to("remitted")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(str(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in flows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, "\n".join(errors)
+    result = chain.verify()
+    assert result.ok and result.count == chained_row_count(), result.first_break
 
 
 # --------------------------------------------------------------------------- the final disposal report
