@@ -117,7 +117,12 @@ def append(instance, *, using: str | None = None) -> ChainLink:
 
     The head row lock makes concurrent appenders on PostgreSQL take turns until they commit; on SQLite
     the writer already holds the database write lock (it just inserted the row). The lock is taken
-    after the row is written, so it is held only for the rest of the writing transaction.
+    after the row is written and held to the end of the writing transaction. So the rule for writers:
+    once a transaction has written a chained row, it must not wait for a row lock that another writer
+    may hold while waiting for the head (lock shared rows such as assets never; `of=("self",)`).
+
+    Outside transaction.atomic() the row has already committed alone: a crash before this link lands
+    leaves a row that verify() reports as not chained. Services all run inside atomic().
     """
     using = using or DEFAULT_DB_ALIAS
     model = type(instance)
@@ -154,7 +159,8 @@ def adopt_existing(*, using: str = DEFAULT_DB_ALIAS, batch: int = 2000) -> int:
             names = _attnames(model)
             pk_index = names.index(model._meta.pk.attname)
             pending = []
-            for values in model._base_manager.using(using).order_by("pk").values_list(*names).iterator(chunk_size=batch):
+            rows = model._base_manager.using(using).order_by("pk").values_list(*names)
+            for values in rows.iterator(chunk_size=batch):
                 seq += 1
                 object_pk, row_digest = str(values[pk_index]), digest(model, values)
                 link = ChainLink(seq=seq, label=label, object_pk=object_pk, row_digest=row_digest, prev_hash=prev,

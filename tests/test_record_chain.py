@@ -1,6 +1,7 @@
 """The tamper-evident record: every business event and every history row is chained by hash, and
 changing, deleting or inserting any of them behind the application's back is found by the check."""
 
+import hashlib
 import re
 import subprocess
 import threading
@@ -70,7 +71,6 @@ def test_the_link_hash_is_the_documented_formula(flow):
     flow.to("draft")
     first, second = ChainLink.objects.order_by("seq")[:2]
     assert first.prev_hash == GENESIS and second.prev_hash == first.hash
-    import hashlib
     assert second.hash == hashlib.sha256(
         f"{first.hash}|2|{second.label}|{second.object_pk}|{second.row_digest}".encode()).hexdigest()
 
@@ -162,8 +162,9 @@ def test_an_altered_link_is_found_even_when_its_hash_is_recomputed(flow):
     raw("UPDATE cases_historicalentrustment SET history_change_reason = 'forged' WHERE history_id = %s",
         [row.history_id])
     # The forger fixes the link's digest of the row and its hash: the next link no longer follows it.
-    changed = type(row)._base_manager.filter(pk=row.pk).values_list(*[f.attname for f in type(row)._meta.concrete_fields])
-    new_digest = chain.digest(type(row), changed.get())
+    model = type(row)
+    changed = model._base_manager.filter(pk=row.pk).values_list(*[f.attname for f in model._meta.concrete_fields])
+    new_digest = chain.digest(model, changed.get())
     new_hash = chain.link_hash(link.prev_hash, link.seq, link.label, link.object_pk, new_digest)
     with triggers_off("audit_chainlink") as cursor:
         cursor.execute("UPDATE audit_chainlink SET row_digest = %s, hash = %s WHERE seq = %s",
