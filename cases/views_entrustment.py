@@ -152,6 +152,9 @@ def _victim_returns():
     return VictimReturn.objects.select_related("prepared_by").order_by("prepared_at", "id")
 
 
+MESSAGES_SHOWN = 100  # the rest stay in the record (and the admin)
+
+
 def page_context(request, entrustment, *, bound=None, alert: str = "") -> dict:
     e = entrustment
     prefetch_related_objects([e], *_page_prefetches())
@@ -185,7 +188,15 @@ def page_context(request, entrustment, *, bound=None, alert: str = "") -> dict:
     # Adding evidence is not a step of the process: its form sits with the evidence list.
     evidence_items = [i for i in offered["entrustment"] if i.key == "evidence_add"]
     entrustment_items = [i for i in offered["entrustment"] if i.key != "evidence_add"]
+    from counterparties.models import CounterpartyMessage, OperationalException
+
+    exceptions = list(OperationalException.objects.filter(entrustment=e).select_related("resolved_by"))
+    messages = CounterpartyMessage.objects.filter(entrustment=e)
     return {
+        "exceptions": exceptions,
+        "open_exceptions": [x for x in exceptions if x.is_open],
+        "message_count": messages.count(),
+        "counterparty_messages": list(messages.order_by("-started_at", "-id")[:MESSAGES_SHOWN]),
         "e": e,
         "alert": alert,
         "steps": lifecycle_steps(e, events),

@@ -89,7 +89,10 @@ def lock_entrustment(entrustment: Entrustment) -> Entrustment:
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("lock_entrustment() must run inside transaction.atomic()")
-    return Entrustment.objects.select_for_update(of=("self",)).select_related("policy", "bureau", "bce", "agency").get(
+    # NO KEY UPDATE: rows that merely reference the entrustment (events, approvals, ledger entries) take a KEY
+    # SHARE lock on it when inserted, which a plain FOR UPDATE would block — and deadlock with.
+    return Entrustment.objects.select_for_update(of=("self",), no_key=True).select_related(
+        "policy", "bureau", "bce", "agency").get(
         pk=entrustment.pk
     )
 

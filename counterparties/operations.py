@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from agencies.models import Organisation, OrgKind
-from cases import services
+from cases import services, whitelist
 from cases.models import (
     CoinTransfer,
     Entrustment,
@@ -33,6 +33,7 @@ from cases.models import (
     LotState,
     TransferKind,
     TransferStatus,
+    WhitelistPurpose,
 )
 from cases.workflow import DisposalError
 from counterparties.automation import claimed, finish, recorder_for, remember, service_user
@@ -111,12 +112,29 @@ def _confirmed(chain, ref, txid: str, *, to_address: str, required: int, seen_bl
     return done, status, arrived
 
 
+def _whitelisted(entrustment, asset, address: str, *, purpose: str, platform=None) -> bool:
+    """Propose `address` for the agency's whitelist if it is not there; True once it is usable.
+
+    Checked before any coin moves: the services refuse a non-whitelisted destination too, but by then the
+    coins would already be on their way.
+    """
+    entry = whitelist.whitelist_propose(actor=service_user(entrustment.agency), organisation=entrustment.agency,
+                                        asset=asset, address=address, purpose=purpose, platform=platform,
+                                        entrustment=entrustment)
+    return whitelist.is_usable(entry.organisation, asset, entry.address, purpose=purpose, platform=platform)
+
+
 def hand_over(entrustment_id: int) -> str:
     """Detected → custody moves each holding to its vault; once confirmed on-chain, record the receipt."""
     entrustment = _entrustment(entrustment_id)
     if entrustment.state != EntrustmentState.DETECTED or not automated(entrustment):
         return "not due"
     custody = custody_for(entrustment.agency)
+    assets = {h.asset for h in entrustment.holdings.select_related("asset")}
+    usable = [_whitelisted(entrustment, asset, custody.vault_address(asset_ref(asset)),
+                           purpose=WhitelistPurpose.CUSTODY) for asset in sorted(assets, key=lambda a: a.pk)]
+    if not all(usable):
+        return "waiting for the vault addresses' whitelisting"
     records, waiting = [], False
     for holding in entrustment.holdings.select_related("asset").order_by("pk"):
         ref, chain = asset_ref(holding.asset), chain_for_asset(holding.asset)
@@ -202,14 +220,21 @@ def deposit(entrustment_id: int) -> str:
         if platform is None:
             return "no platform enabled: the transfer stays manual"
         exchange = platforms.exchange_for(platform, recorder=recorder_for(entrustment))
+        lot_assets = sorted({lot.asset for lot in entrustment.lots.filter(parent__isnull=True).select_related("asset")},
+                            key=lambda a: a.pk)
+        addresses = {a.pk: exchange.deposit_address(a.symbol, VENUE_CHAIN[a.chain]) for a in lot_assets}
+        usable = [_whitelisted(entrustment, a, addresses[a.pk], purpose=WhitelistPurpose.PLATFORM_DEPOSIT,
+                               platform=platform) for a in lot_assets]
+        if not all(usable):
+            return "waiting for the deposit addresses' whitelisting"
         deposits = []
-        for lot_asset in {lot.asset for lot in entrustment.lots.filter(parent__isnull=True).select_related("asset")}:
+        for lot_asset in lot_assets:
             ref = asset_ref(lot_asset)
             planned = sum(int(q) for q in entrustment.lots.filter(asset=lot_asset, parent__isnull=True)
                           .values_list("quantity", flat=True))
             deposits.append(services.TransferRecord(
-                holding=None, asset=lot_asset, to_address=exchange.deposit_address(ref.symbol, VENUE_CHAIN[ref.chain]),
-                amount=planned, network_fee=0, txid="", from_address=custody.vault_address(ref)))
+                holding=None, asset=lot_asset, to_address=addresses[lot_asset.pk], amount=planned, network_fee=0,
+                txid="", from_address=custody.vault_address(ref)))
         try:
             services.platform_transfer_instruct(actor=agent, entrustment=entrustment, platform=platform,
                                                 deposits=deposits)

@@ -13,7 +13,7 @@ import logging
 from celery import shared_task
 
 from cases.models import Entrustment, EntrustmentState, Lot, LotState
-from counterparties import operations
+from counterparties import bank_tasks, operations
 from counterparties.automation import MAX_RETRIES, backoff
 from counterparties.errors import TransientError
 from counterparties.exceptions import record_exception
@@ -99,10 +99,6 @@ def dispatch() -> int:
             name = "run_inquiry" if lot.state == LotState.RESERVE_SET else "execute"
             current_app.send_task(f"counterparties.tasks.{name}", args=[lot.pk])
             sent += 1
-    try:
-        from counterparties import bank_tasks  # the bank side: statements, FX and treasury payments
-    except ImportError:  # not there yet
-        bank_tasks = None
-    if bank_tasks is not None and hasattr(bank_tasks, "dispatch_bank"):
-        sent += bank_tasks.dispatch_bank()
+    # The bank side: FX orders and treasury payments that are due (statements are polled on their own).
+    sent += bank_tasks.dispatch_bank()
     return sent

@@ -45,6 +45,7 @@ class World:
     bank_url: str
     bank: object
     offshore_account: str
+    treasury_account: str = ""
     deposit_confirmations: int = 1
     _settled: set = field(default_factory=set)
     _pending: dict = field(default_factory=dict)
@@ -56,7 +57,7 @@ class World:
     def settings(self) -> dict[str, str]:
         values = {"PORTAL_CHAIN_NETWORK": "regtest", "PORTAL_CUSTODY_URL": self.custody.url,
                   "PORTAL_CUSTODY_TOKEN": self.custody.token, "PORTAL_BANK_URL": self.bank_url,
-                  "PORTAL_BANK_TOKEN": self.bank.token or ""}
+                  "PORTAL_BANK_TOKEN": self.bank.token or "", "PORTAL_TREASURY_ACCOUNT": self.treasury_account}
         for chain, control in self.chains.items():
             prefix = f"PORTAL_CHAIN_{chain.upper()}"
             values[f"{prefix}_URL"] = control.url
@@ -141,6 +142,7 @@ class World:
             try:
                 self._credit_confirmed_deposits()
                 self._settle_sales()
+                self.bank.book_payments()  # the bank executes accepted payment orders at once
             except Exception as exc:  # one bad round of glue must not stop the world
                 print(f"world glue: {type(exc).__name__}: {exc}", flush=True)
 
@@ -171,6 +173,8 @@ def _reader(chain: str, control):
 
 def start_world(*, workdir: str | os.PathLike | None = None, block_time: float | None = 0.5,
                 offshore_account: str = "HK-012-345678-838", glue_interval: float = 0.2,
+                special_accounts: tuple[str, ...] = ("110100000000000001", "110100000000000002", "110100000000009999"),
+                treasury_account: str = "270100000000000001", fx_rate: str = "7.1234",
                 exchange_port: int = 0, bank_port: int = 0, custody_port: int = 0,
                 chains: tuple[str, ...] = ("litecoin", "ethereum", "tron")) -> World:
     from emulators.bank import start_bank_emulator
@@ -195,8 +199,15 @@ def start_world(*, workdir: str | os.PathLike | None = None, block_time: float |
     exchange_url, exchange = start_exchange_emulator(exchange_port)
     bank_url, bank = start_bank_emulator(bank_port, token=secrets.token_urlsafe(16))
     bank.open_account(offshore_account, "USD", "Agency offshore account")
+    # The bureaus' special case-funds accounts (CNY: a USD payment into one is an FX settlement) and the
+    # treasury's account (a payment into it is booked with a treasury receipt).
+    for number in special_accounts:
+        bank.open_account(number, "CNY", "Special case-funds account")
+    bank.open_treasury_account(treasury_account)
+    bank.set_fx_rate("USD", Decimal(fx_rate))
     world = World(chains=controls, custody=custody, exchange_url=exchange_url, exchange=exchange,
-                  bank_url=bank_url, bank=bank, offshore_account=offshore_account)
+                  bank_url=bank_url, bank=bank, offshore_account=offshore_account,
+                  treasury_account=treasury_account)
     custody.on_vault = world._on_vault
     custody.on_transfer = world._on_transfer
     threading.Thread(target=world._glue_loop, args=(glue_interval,), name="world-glue", daemon=True).start()

@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
           "--without-heartbeat", "--without-gossip", "--without-mingle"]
+# What beat sends on its schedule (counterparties/migrations/0002_worker_schedule.py).
+BEAT = ("counterparties.tasks.dispatch", "counterparties.bank_tasks.poll_bank_statements")
 LTC_SEIZED = 250_000_000  # 2.5 LTC
 ETH_SEIZED = 10 * 10**18
 
@@ -123,10 +125,11 @@ class Workers:
         return self.log()
 
     def until(self, predicate, timeout=120, what=""):
-        """Send `dispatch` every half second (what beat does) until `predicate()` holds."""
+        """Send beat's tasks every half second (faster than beat does) until `predicate()` holds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.client.send_task("counterparties.tasks.dispatch", queue=self.queue)
+            for task in BEAT:
+                self.client.send_task(task, queue=self.queue)
             if predicate():
                 return
             time.sleep(0.5)
@@ -138,12 +141,27 @@ def state_of(entrustment):
     return Entrustment.objects.get(pk=entrustment.pk).state
 
 
+def approving_whitelist(world, predicate):
+    """BCE's approver approves what the agency's worker proposed for the whitelist, as a person would on the
+    page, while waiting for `predicate`."""
+    from cases import whitelist
+
+    def check():
+        for entry in whitelist.pending_for(world.agency):
+            whitelist.whitelist_approve(actor=world.bce_approver, entry=entry)
+        return predicate()
+
+    return check
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_entrustment_moves_by_itself_from_bond_to_remittance(world, configured):
     assert connection.vendor == "postgresql"
     from .factories import ltc
 
     ltc()
+    world.agency.offshore_account_no = configured.offshore_account
+    world.agency.save()
     # Few confirmations, so that the test does not wait for 64 blocks; the rule is the same.
     Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
     flow = LiveFlow(world, configured)
@@ -151,7 +169,8 @@ def test_an_entrustment_moves_by_itself_from_bond_to_remittance(world, configure
     workers = Workers()
     workers.start()
     try:
-        workers.until(lambda: state_of(entrustment) == "in_custody", what="detection and hand-over")
+        workers.until(approving_whitelist(world, lambda: state_of(entrustment) == "in_custody"),
+                      what="detection, whitelisting and hand-over")
         # BCE plans the lots (leaving room for the deposit's network fee) and sets the reserves.
         ltc, eth = flow.asset("LTC"), flow.asset("ETH")
         services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
@@ -160,14 +179,28 @@ def test_an_entrustment_moves_by_itself_from_bond_to_remittance(world, configure
             services.reserve_propose(actor=world.bce_officer, lot=lot, price="10",
                                      inputs={"reference_prices": ["10", "10", "10"], "source": "test floor"})
             services.reserve_approve(actor=world.bce_approver, lot=lot)
-        workers.until(lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
-            state=LotState.AWARD_PENDING).exists(), what="deposit and inquiry")
+        workers.until(approving_whitelist(world, lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
+            state=LotState.AWARD_PENDING).exists()), what="deposit and inquiry")
         for lot in Lot.objects.filter(entrustment=entrustment):
             services.award_approve(actor=world.bce_approver, lot=lot)
         workers.until(lambda: state_of(entrustment) == "sold", what="execution")
+        # The platform settles into the offshore account; the bank's notifications drive FX and the credit.
+        workers.until(lambda: state_of(entrustment) == "credited", what="settlement, FX and credit", timeout=90)
+        from settlements import services as money
+
+        money.remittance_prepare(actor=world.shunyi_officer, entrustment=entrustment,
+                                 payment_code="11010000000000000001")
+        money.remittance_approve(actor=world.shunyi_approver, entrustment=entrustment, treasury_receipt="")
+        workers.until(lambda: state_of(entrustment) == "remitted", what="treasury payment", timeout=90)
     finally:
         log = workers.stop()
     assert not OperationalException.objects.filter(entrustment=entrustment).exists(), log
+    # Every coin and every yuan reconciles, in the record and in the double-entry ledger.
+    from cases.selectors import reconciliation
+    from ledger import invariants
+
+    assert not reconciliation(Entrustment.objects.get(pk=entrustment.pk)).problems
+    invariants.check(Entrustment.objects.get(pk=entrustment.pk))
     # Exactly one execution per lot at the venue, and every message with the platform kept as evidence.
     executions = configured.exchange.executions("hashkey")
     numbers = [e.client_id for e in executions if e.client_id.startswith(entrustment.number)]

@@ -16,7 +16,7 @@ from cases.models import Asset, Lot, LotState
 from counterparties.models import Job, OperationalException
 from emulators.world import start_world
 
-from .test_e2e_counterparties import LiveFlow, Workers, state_of
+from .test_e2e_counterparties import LiveFlow, Workers, approving_whitelist, state_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -47,7 +47,8 @@ def _to_award(world, outside, workers):
     Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
     flow = LiveFlow(world, outside)
     entrustment = flow.to("bonded")
-    workers.until(lambda: state_of(entrustment) == "in_custody", what="detection and hand-over")
+    workers.until(approving_whitelist(world, lambda: state_of(entrustment) == "in_custody"),
+                  what="detection and hand-over")
     ltc_asset, eth = flow.asset("LTC"), flow.asset("ETH")
     services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
                        fee_allowances={ltc_asset.pk: 1_000_000, eth.pk: 10**16})
@@ -55,8 +56,8 @@ def _to_award(world, outside, workers):
         services.reserve_propose(actor=world.bce_officer, lot=lot, price="10",
                                  inputs={"reference_prices": ["10", "10", "10"], "source": "test floor"})
         services.reserve_approve(actor=world.bce_approver, lot=lot)
-    workers.until(lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
-        state=LotState.AWARD_PENDING).exists(), what="deposit and inquiry")
+    workers.until(approving_whitelist(world, lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
+        state=LotState.AWARD_PENDING).exists()), what="deposit and inquiry")
     return entrustment
 
 

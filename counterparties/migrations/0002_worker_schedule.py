@@ -1,4 +1,5 @@
-"""Beat runs the workers' dispatcher every few seconds and the re-org re-check every ten minutes."""
+"""Beat runs the workers' dispatcher and the bank statement poll every few seconds, the re-org re-check every
+ten minutes."""
 
 import os
 
@@ -13,6 +14,9 @@ def schedule(apps, schema_editor):
     ten_minutes, _ = IntervalSchedule.objects.get_or_create(every=600, period="seconds")
     PeriodicTask.objects.get_or_create(name="Workers: dispatch the steps entrustments wait for",
                                        defaults={"task": "counterparties.tasks.dispatch", "interval": often})
+    PeriodicTask.objects.get_or_create(name="Bank: read new statements and notifications",
+                                       defaults={"task": "counterparties.bank_tasks.poll_bank_statements",
+                                                 "interval": often})
     PeriodicTask.objects.get_or_create(name="Chains: re-check confirmed transfers for re-organisations",
                                        defaults={"task": "counterparties.tasks.recheck_transfers",
                                                  "interval": ten_minutes})
@@ -20,7 +24,8 @@ def schedule(apps, schema_editor):
 
 def unschedule(apps, schema_editor):
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(
-        task__in=["counterparties.tasks.dispatch", "counterparties.tasks.recheck_transfers"]).delete()
+        task__in=["counterparties.tasks.dispatch", "counterparties.tasks.recheck_transfers",
+                  "counterparties.bank_tasks.poll_bank_statements"]).delete()
 
 
 class Migration(migrations.Migration):

@@ -56,7 +56,8 @@ class Command(BaseCommand):
         for code, kind, name, name_en in demo.ORGANISATIONS:
             orgs[code], _ = Organisation.objects.get_or_create(
                 code=code, defaults={"kind": kind, "name": name, "name_en": name_en, "jurisdiction": jurisdiction,
-                                     "special_account_no": demo.SPECIAL_ACCOUNTS.get(code, "")})
+                                     "special_account_no": demo.SPECIAL_ACCOUNTS.get(code, ""),
+                                     "offshore_account_no": demo.OFFSHORE_ACCOUNTS.get(code, "")})
         for symbol, name, chain, contract, decimals, fmt, confs, cap in demo.ASSETS:
             Asset.objects.get_or_create(symbol=symbol, chain=chain, defaults={
                 "name": name, "token_contract": contract, "decimals": decimals, "address_format": fmt,
