@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from settlements import services as money
 
-from . import services
+from . import services, whitelist
 from .admin_tools import HistoryAdmin, NoEditMixin, ReadOnlyAdmin, service_action
 from .models import (
     Approval,
@@ -23,6 +23,7 @@ from .models import (
     Quote,
     ReservePrice,
     Sequence,
+    WhitelistedAddress,
 )
 
 
@@ -73,6 +74,24 @@ class LotAdmin(HistoryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(WhitelistedAddress)
+class WhitelistedAddressAdmin(NoEditMixin, HistoryAdmin):
+    """Read-only: entries are proposed by the agency (portal or its service account); approving and revoking
+    here go through the same services, with the same quorum and roles."""
+
+    list_display = ["organisation", "asset", "address", "purpose", "platform", "state", "proposed_by", "approved_at",
+                    "usable_from"]
+    list_filter = ["state", "purpose", "organisation", "asset"]
+    search_fields = ["address", "organisation__name", "organisation__code"]
+    list_select_related = ["organisation", "asset", "platform", "proposed_by"]
+    actions = [
+        service_action(whitelist.whitelist_approve, label="Approve whitelist entry", needs_reason=False,
+                       object_kwarg="entry"),
+        service_action(whitelist.whitelist_revoke, label="Revoke whitelist entry", needs_reason=True,
+                       object_kwarg="entry"),
+    ]
 
 
 @admin.register(Event)

@@ -50,6 +50,10 @@ def default_quorums():
         "remittance": 1,
         "victim_return": 1,
         "close": 1,
+        "fx": 1,
+        "bond_release": 1,
+        "bond_forfeit": 1,
+        "whitelist": 1,
     }
 
 
@@ -75,6 +79,9 @@ class DisposalPolicy(models.Model):
     sla_hours = models.PositiveSmallIntegerField(_("SLA hours (detection to credit)"), default=24)
     sla_warn_hours = models.PositiveSmallIntegerField(_("warn this many hours before breach"), default=4)
     quorums = models.JSONField(_("approvals required per action"), default=default_quorums)
+    # A newly approved custody or deposit address waits this long before coins may go to it, so that a
+    # wrongly approved (or fraudulently proposed) address can still be revoked before anything is sent.
+    whitelist_cooling_hours = models.PositiveSmallIntegerField(_("whitelist cooling period (hours)"), default=24)
     history = HistoricalRecords()
 
     class Meta:
@@ -791,6 +798,78 @@ def net_proceeds_by_currency(entrustment) -> dict[str, Decimal]:
     return {r["currency"]: r["gross"] - r["fee"] for r in rows}
 
 
+# --------------------------------------------------------------------------- address whitelist
+
+
+class WhitelistPurpose(models.TextChoices):
+    CUSTODY = "custody", _("Custody vault of the agency")
+    PLATFORM_DEPOSIT = "platform_deposit", _("Deposit address at a licensed platform")
+
+
+class WhitelistState(models.TextChoices):
+    PROPOSED = "proposed", _("Proposed, awaiting approval")
+    APPROVED = "approved", _("Approved")
+    REVOKED = "revoked", _("Revoked")
+
+
+W = WhitelistState
+
+
+class WhitelistedAddress(FSMModelMixin, models.Model):
+    """An address an agency may send coins to: its own custody vault, or its deposit address at a platform.
+
+    Entries are proposed by the agency, approved by a quorum of BCE approvers (BCE supervises the
+    agency), and usable only from `usable_from` (approval plus the policy's cooling period). Only
+    `cases/whitelist.py` writes them.
+    """
+
+    organisation = models.ForeignKey("agencies.Organisation", on_delete=models.PROTECT,
+                                      related_name="whitelisted_addresses", verbose_name=_("agency"))
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", verbose_name=_("asset"))
+    address = models.CharField(_("address"), max_length=120)
+    purpose = models.CharField(_("purpose"), max_length=20, choices=WhitelistPurpose.choices)
+    platform = models.ForeignKey("agencies.Organisation", on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="+", verbose_name=_("platform"))
+    state = FSMField(_("state"), default=W.PROPOSED, choices=W.choices, protected=True)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                                    verbose_name=_("proposed by"))
+    proposed_at = models.DateTimeField(_("proposed at"), default=timezone.now)
+    approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
+    usable_from = models.DateTimeField(_("usable from"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    revoke_reason = models.TextField(_("reason for revocation"), blank=True)
+    history = HistoricalRecords(bases=FSM_HISTORY_BASES)
+
+    class Meta:
+        verbose_name = _("whitelisted address")
+        verbose_name_plural = _("whitelisted addresses")
+        ordering = ["organisation", "asset", "address"]
+        constraints = [
+            # One live entry per address and use; a revoked one may be proposed again as a new entry.
+            models.UniqueConstraint(fields=["organisation", "asset", "address"],
+                                    condition=models.Q(purpose="custody") & ~models.Q(state="revoked"),
+                                    name="one_live_custody_entry"),
+            models.UniqueConstraint(fields=["organisation", "asset", "address", "platform"],
+                                    condition=models.Q(purpose="platform_deposit") & ~models.Q(state="revoked"),
+                                    name="one_live_deposit_entry"),
+            models.CheckConstraint(
+                condition=(models.Q(purpose="custody", platform__isnull=True)
+                           | models.Q(purpose="platform_deposit", platform__isnull=False)),
+                name="deposit_entries_name_their_platform"),
+        ]
+
+    def __str__(self):
+        return f"{self.organisation} · {self.asset.symbol} · {self.address}"
+
+    @transition(field=state, source=W.PROPOSED, target=W.APPROVED)
+    def approve(self):
+        pass
+
+    @transition(field=state, source=[W.PROPOSED, W.APPROVED], target=W.REVOKED)
+    def revoke(self):
+        pass
+
+
 # --------------------------------------------------------------------------- approvals and events
 
 
@@ -801,7 +880,9 @@ class Approval(models.Model):
     matches the subject do not count (a change after approval voids it).
     """
 
-    entrustment = models.ForeignKey(Entrustment, on_delete=models.PROTECT, related_name="approvals")
+    # Empty for approvals that belong to no entrustment (an organisation's address whitelist).
+    entrustment = models.ForeignKey(Entrustment, on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="approvals")
     action = models.CharField(max_length=30)
     subject = models.CharField(max_length=60)
     digest = models.CharField(max_length=64)

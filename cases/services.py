@@ -18,11 +18,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django_fsm import can_proceed
 
 from agencies.models import Appointment, Organisation, OrgKind, PerformanceBond, Role
 from ledger import postings as ledger
 
-from . import approvals
+from . import approvals, whitelist
 from .addresses import AddressError, validate_address
 from .evidence import check_evidence_file
 from .fields import sum_units
@@ -49,6 +50,7 @@ from .models import (
     Sequence,
     TransferKind,
     TransferStatus,
+    WhitelistPurpose,
 )
 from .workflow import (
     DisposalError,
@@ -58,6 +60,7 @@ from .workflow import (
     reason_required,
     require,
     run_transition,
+    _transition_refusal,
     save_tracked,
     transition_with_reason,
 )
@@ -509,6 +512,8 @@ def custody_receive(*, actor, entrustment: Entrustment, transfers: list[Transfer
     for t in transfers:
         holding = holdings[t.holding.pk]
         to_address = _validate_transfer(t, available=holding.accepted_amount)
+        # Only into the agency's own vault, approved by BCE and past its cooling period.
+        whitelist.require_usable(entrustment.agency, holding.asset, to_address, purpose=WhitelistPurpose.CUSTODY)
         if not t.txid.strip():
             raise ValidationError({"txid": _("The transaction id is required.")})
         CoinTransfer(entrustment=entrustment, holding=holding, asset=holding.asset, kind=TransferKind.TO_CUSTODY,
@@ -691,6 +696,9 @@ def platform_transfer_instruct(*, actor, entrustment: Entrustment, platform: Org
                    details={"platform": platform.code})
     for n, d in enumerate(deposits, start=1):
         to_address = _validate_transfer(d, available=custody_balance(entrustment, d.asset))
+        # Only to the agency's own deposit address at this platform, approved by BCE and past its cooling period.
+        whitelist.require_usable(entrustment.agency, d.asset, to_address, purpose=WhitelistPurpose.PLATFORM_DEPOSIT,
+                                 platform=platform)
         transfer = CoinTransfer(entrustment=entrustment, asset=d.asset, kind=TransferKind.TO_PLATFORM,
                                 reference=f"{entrustment.number}-P{attempt + n - 1}", from_address=d.from_address,
                                 to_address=to_address, amount=d.amount, network_fee=d.network_fee,
@@ -966,29 +974,71 @@ def _complete_sale_if_done(entrustment, *, actor, membership) -> None:
 
 @transaction.atomic
 def entrustment_cancel(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    """The bureau withdraws before any coin has moved; a posted bond is released."""
+    """The bureau withdraws before any coin has moved; a posted bond is released by the "bond_release" quorum.
+
+    The cancelling approver's decision is the first approval of the release: with the default quorum of one the
+    bond is released at once, with more it stays posted until other approvers of the bureau add theirs
+    (`bond_release_approve`). The bond secures the bureau's coins, so the bureau's approvers give it up.
+    """
     reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
     run_transition(entrustment, "cancel", actor=actor, membership=membership, reason=reason)
-    bond = entrustment.current_bond()
-    if bond is not None and bond.state == "posted":
-        bond.release()
-        save_tracked(bond, actor=actor, reason=reason)
-        emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
-             type=EventType.BOND_RELEASED, reason=reason, details={"reference": bond.reference})
+    _approve_bond_release(entrustment, actor=actor, membership=membership, reason=reason)
     for holding in entrustment.holdings.select_for_update():
         holding.entrustment = None
         save_tracked(holding, actor=actor, reason=f"released from cancelled {entrustment.number}")
     return entrustment
 
 
+def _bond_content(entrustment: Entrustment, bond) -> dict:
+    """What a release or forfeiture approver decides on: this bond of this agency, in this state of the file."""
+    return {"agency": entrustment.agency_id, "bond": bond.reference if bond else None,
+            "posted_cny": str(bond.posted_cny) if bond else None, "state": entrustment.state}
+
+
+def _approve_bond_release(entrustment: Entrustment, *, actor, membership, reason: str = "") -> None:
+    bond = entrustment.current_bond()
+    if bond is None or bond.state != "posted":
+        return
+    if approvals.approve(entrustment=entrustment, action="bond_release", subject=f"bond:{bond.pk}",
+                         content=_bond_content(entrustment, bond), actor=actor, membership=membership,
+                         preparer=None, reason=reason):
+        bond.release()
+        save_tracked(bond, actor=actor, reason=reason or "bond released")
+        emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
+             type=EventType.BOND_RELEASED, reason=reason, details={"reference": bond.reference})
+
+
+@transaction.atomic
+def bond_release_approve(*, actor, entrustment: Entrustment, reason: str = "") -> Entrustment:
+    """A further approver of the bureau releases the bond of a cancelled entrustment (a quorum above one)."""
+    entrustment = lock_entrustment(entrustment)
+    membership = require(actor, entrustment.bureau, APPROVER)
+    bond = entrustment.current_bond()
+    if entrustment.state != EntrustmentState.CANCELLED or bond is None or bond.state != "posted":
+        raise DisposalError(_("There is no bond of a cancelled entrustment awaiting release."))
+    _approve_bond_release(entrustment, actor=actor, membership=membership, reason=reason)
+    return entrustment
+
+
 @transaction.atomic
 def entrustment_declare_agency_default(*, actor, entrustment: Entrustment, reason: str) -> Entrustment:
-    """The agency failed its duties: its bond is forfeited and BCE may appoint another."""
+    """The agency failed its duties: its bond is forfeited and BCE may appoint another.
+
+    Forfeiture takes the "bond_forfeit" quorum of BCE approvers: each call records one approval (with its
+    reason), and the last one declares the default and forfeits the bond. An approval given while the file
+    was in another state no longer counts.
+    """
     reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bce, APPROVER)
+    if not can_proceed(entrustment.declare_agency_default):
+        raise DisposalError(_transition_refusal(entrustment, "declare_agency_default"))
+    if not approvals.approve(entrustment=entrustment, action="bond_forfeit", subject=f"default:{entrustment.pk}",
+                             content=_bond_content(entrustment, entrustment.current_bond()), actor=actor,
+                             membership=membership, preparer=None, reason=reason):
+        return entrustment
     run_transition(entrustment, "declare_agency_default", actor=actor, membership=membership, reason=reason)
     bond = entrustment.current_bond()
     if bond is not None and bond.state == "posted":

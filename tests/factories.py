@@ -29,6 +29,8 @@ class PolicyFactory(factory.django.DjangoModelFactory):
     reserve_rule = "reference_average"
     reference_days = 3
     min_quotes = 2
+    # Whitelisted addresses are usable at once in tests; test_whitelist sets a cooling period where it matters.
+    whitelist_cooling_hours = 0
 
 
 class OrganisationFactory(factory.django.DjangoModelFactory):

@@ -9,9 +9,9 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from cases import services
+from cases import services, whitelist
 from cases.demo import demo_address
-from cases.models import Entrustment, Lot
+from cases.models import Entrustment, Lot, WhitelistPurpose, WhitelistState
 from cases.services import FillRecord, Observation, TransferRecord
 from settlements import services as money
 
@@ -23,6 +23,35 @@ STEPS = ["draft", "submitted", "accepted", "agency_appointed", "bonded", "detect
 
 REFERENCE_PRICES = {"BTC": ["60000", "61000", "62000"], "ETH": ["3000", "3100", "3200"]}
 FEE = {"BTC": 1_000, "ETH": 21_000 * 10**9}  # a plausible network fee in base units
+
+
+def custody_address(asset) -> str:
+    return demo_address(asset.address_format, f"custody-{asset.symbol}")
+
+
+def deposit_address(asset, platform_code: str = "osl") -> str:
+    return demo_address(asset.address_format, f"{platform_code}-{asset.symbol}")
+
+
+def whitelisted(world, agency, asset, address, *, purpose, platform=None):
+    """Propose (as the agency's officer) and approve (as BCE's approver) one address, unless it already is."""
+    proposer = world.agency_officer if agency == world.agency else world.agency_b_officer
+    entry = whitelist.whitelist_propose(actor=proposer, organisation=agency, asset=asset, address=address,
+                                        purpose=purpose, platform=platform)
+    if entry.state == WhitelistState.PROPOSED:
+        entry = whitelist.whitelist_approve(actor=world.bce_approver, entry=entry)
+    return entry
+
+
+def whitelist_test_addresses(world, assets=None):
+    """The addresses the tests send coins to, whitelisted for both agencies of the world (the test policy has no
+    cooling period): each asset's custody vault, and its deposit address at OSL and HashKey."""
+    for asset in assets or (world.btc, world.eth, world.usdt):
+        for agency in (world.agency, world.agency_b):
+            whitelisted(world, agency, asset, custody_address(asset), purpose=WhitelistPurpose.CUSTODY)
+            for platform in (world.osl, world.hashkey):
+                whitelisted(world, agency, asset, deposit_address(asset, platform.code),
+                            purpose=WhitelistPurpose.PLATFORM_DEPOSIT, platform=platform)
 
 
 class Flow:
@@ -83,6 +112,8 @@ class Flow:
     def _bonded(self):
         services.bond_post(actor=self.w.bce_officer, entrustment=self.entrustment,
                            posted_cny=VALUATION * Decimal("1.1"), reference="BG-0001")
+        # Before any coin moves, as in practice: the agency's vault and deposit addresses are on its whitelist.
+        whitelist_test_addresses(self.w, [self.asset(symbol) for symbol, _ in self.holdings_spec])
 
     def observations(self, **overrides):
         return [Observation(holding=h, observed_amount=overrides.get(h.asset.symbol, h.declared_amount),
@@ -95,7 +126,7 @@ class Flow:
 
     def custody_transfers(self):
         return [TransferRecord(holding=h, asset=h.asset,
-                               to_address=demo_address(h.asset.address_format, f"custody-{h.asset.symbol}"),
+                               to_address=custody_address(h.asset),
                                amount=h.accepted_amount - FEE[h.asset.symbol], network_fee=FEE[h.asset.symbol],
                                txid=f"tx-custody-{h.pk}")
                 for h in self.entrustment.holdings.select_related("asset")]
@@ -124,7 +155,7 @@ class Flow:
         for asset in {h.asset for h in self.entrustment.holdings.select_related("asset")}:
             fee = FEE[asset.symbol]
             deposits.append(TransferRecord(holding=None, asset=asset,
-                                           to_address=demo_address(asset.address_format, f"osl-{asset.symbol}"),
+                                           to_address=deposit_address(asset, self.w.osl.code),
                                            amount=custody_balance(self.entrustment, asset) - fee, network_fee=fee,
                                            txid="", from_address="custody"))
         services.platform_transfer_instruct(actor=self.w.agency_officer, entrustment=self.entrustment,
@@ -175,6 +206,16 @@ class Flow:
                                           value_date=timezone.localdate())
 
     RATE = Decimal("7.1234")
+
+    def approve_fx(self, *approvers):
+        """The agency's approvers approve the FX application (the worker submits it only once approved)."""
+        from agencies.models import Role
+
+        from .factories import member
+
+        agency = self.entrustment.agency
+        for approver in approvers or (member(f"{agency.code}_approver", agency, Role.APPROVER),):
+            money.fx_application_approve(actor=approver, entrustment=self.entrustment)
 
     def _fx_cleared(self):
         for receipt in self.entrustment.offshore_receipts.all():
