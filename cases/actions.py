@@ -33,8 +33,8 @@ from agencies.models import Membership, Role
 from settlements import services as money
 
 from . import forms as f
-from . import services
-from .models import Entrustment, EntrustmentState, Event, EventType, Lot, LotState
+from . import services, whitelist
+from .models import TERMINAL, Entrustment, EntrustmentState, Event, EventType, Lot, LotState
 from .workflow import DisposalError, lock_entrustment, member_of
 
 S, L = EntrustmentState, LotState
@@ -136,6 +136,24 @@ def _victim_return_approve(e, victim_return, user):
     return victim_return.approved_at is None and victim_return.prepared_by_id != user.pk
 
 
+def _bond_release(e, target, user):
+    bond = e.current_bond() if e.state == S.CANCELLED else None
+    return bond is not None and bond.state == "posted"  # a quorum above one left it posted at the cancellation
+
+
+def _fx_application_approve(e, target, user):
+    return e.state == S.PROCEEDS_RECEIVED and not money.fx_application_approved(e)
+
+
+def _whitelist_propose(e, target, user):
+    return e.agency_id is not None and e.state not in TERMINAL
+
+
+def _whitelist_approve(e, target, user):
+    # The proposer never counts: an entry only they could approve is not offered to them.
+    return f.pending_whitelist_entries(e).exclude(proposed_by=user).exists()
+
+
 def _evidence_add(e, target, user):
     # The service takes evidence in any state; the page stops offering it once the file is archived.
     return e.state != S.CLOSED
@@ -180,7 +198,7 @@ def _a(key, label, service, form_class, when, *parties, **options):
 
 B_OFF, B_APP = (BUREAU, (OFFICER,)), (BUREAU, (APPROVER,))
 C_OFF, C_APP, C_ANY = (BCE, (OFFICER,)), (BCE, (APPROVER,)), (BCE, (OFFICER, APPROVER))
-A_OFF = (AGENCY, (OFFICER,))
+A_OFF, A_APP = (AGENCY, (OFFICER,)), (AGENCY, (APPROVER,))
 
 ACTIONS: list[Action] = [
     # bureau and BCE
@@ -235,6 +253,8 @@ ACTIONS: list[Action] = [
     # money
     _a("offshore_receipt", gettext_lazy("Record the offshore receipt"), money.offshore_receipt_record, f.OffshoreReceiptForm,
        fsm("receive_proceeds"), A_OFF, records=True),
+    _a("fx_application_approve", gettext_lazy("Approve the FX application"), money.fx_application_approve, f.NoteForm,
+       _fx_application_approve, A_APP, records=True),
     _a("fx_approval", gettext_lazy("Record the FX approval and conversion"), money.fx_record_approval, f.FxApprovalForm,
        state_is(S.PROCEEDS_RECEIVED), A_OFF, records=True),
     _a("fx_rejection", gettext_lazy("Record an FX rejection"), money.fx_record_rejection, f.FxRejectionForm, fsm("reject_fx"),
@@ -257,6 +277,8 @@ ACTIONS: list[Action] = [
     # exceptions on the entrustment
     _a("cancel", gettext_lazy("Cancel the entrustment"), services.entrustment_cancel, f.ReasonForm, fsm("cancel"), B_APP,
        exceptional=True),
+    _a("bond_release", gettext_lazy("Approve the release of the bond"), services.bond_release_approve, f.NoteForm,
+       _bond_release, B_APP, records=True),
     _a("declare_default", gettext_lazy("Declare agency default (bond claim)"), services.entrustment_declare_agency_default,
        f.ReasonForm, fsm("declare_agency_default"), C_APP, exceptional=True),
     _a("reopen_after_default", gettext_lazy("Reopen for a new agency"), services.entrustment_reopen_after_default,
@@ -265,6 +287,11 @@ ACTIONS: list[Action] = [
        B_APP, C_APP, exceptional=True),
     _a("resolve_dispute", gettext_lazy("Resolve the dispute"), services.entrustment_resolve_dispute, f.ReasonForm,
        fsm("resolve_dispute"), C_APP),
+    # the agency's address whitelist (the organisation's, proposed and approved from the entrustment that needs it)
+    _a("whitelist_propose", gettext_lazy("Propose an address for the whitelist"), whitelist.whitelist_propose,
+       f.WhitelistProposeForm, _whitelist_propose, A_OFF, records=True),
+    _a("whitelist_approve", gettext_lazy("Approve a whitelist address"), whitelist.whitelist_approve,
+       f.WhitelistApproveForm, _whitelist_approve, C_APP, records=True),
     # the record
     _a("evidence_add", gettext_lazy("Add evidence"), services.evidence_add, f.EvidenceForm, _evidence_add,
        (BUREAU, (OFFICER, APPROVER)), (BCE, (OFFICER, APPROVER)), (AGENCY, (OFFICER, APPROVER)), records=True),

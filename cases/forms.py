@@ -21,7 +21,17 @@ from django.utils.translation import gettext_lazy
 from agencies.models import Appointment, Organisation, OrgKind
 
 from .evidence import ACCEPT, check_evidence_file
-from .models import EvidenceKind, LotState, ReserveRule, TransferKind, TransferStatus
+from .models import (
+    Asset,
+    EvidenceKind,
+    LotState,
+    ReserveRule,
+    TransferKind,
+    TransferStatus,
+    WhitelistedAddress,
+    WhitelistPurpose,
+    WhitelistState,
+)
 from .services import FillRecord, Observation, TransferRecord, parse_address, parse_amount, parse_money
 from .workflow import DisposalError
 
@@ -655,6 +665,62 @@ class FxRejectionForm(ReasonForm):
 
     def service_kwargs(self):
         return {**super().service_kwargs(), "currency": self.cleaned_data["currency"]}
+
+
+# --------------------------------------------------------------------------- address whitelist
+
+
+class AssetChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return str(obj)
+
+
+class WhitelistProposeForm(ActionForm):
+    """The agency names one of its addresses: its custody vault, or its deposit address at a platform."""
+
+    asset = AssetChoiceField(label=gettext_lazy("Asset"), queryset=Asset.objects.none())
+    address = forms.CharField(label=gettext_lazy("Address"), max_length=120)
+    purpose = forms.ChoiceField(label=gettext_lazy("Purpose"), choices=WhitelistPurpose.choices)
+    platform = OrganisationChoiceField(label=gettext_lazy("Platform (for a deposit address)"), required=False,
+                                       queryset=organisations(OrgKind.PLATFORM))
+
+    def build(self):
+        # The assets this entrustment moves: the address is proposed from here because these coins need it.
+        self.fields["asset"].queryset = Asset.objects.filter(pk__in=self.entrustment.holdings.values("asset"))
+
+    def service_kwargs(self):
+        data = self.cleaned_data
+        return {**super().service_kwargs(), "organisation": self.entrustment.agency, "asset": data["asset"],
+                "address": data["address"], "purpose": data["purpose"],
+                "platform": data["platform"] if data["purpose"] == WhitelistPurpose.PLATFORM_DEPOSIT else None}
+
+
+def pending_whitelist_entries(entrustment):
+    if entrustment.agency_id is None:
+        return WhitelistedAddress.objects.none()
+    return (WhitelistedAddress.objects.filter(organisation_id=entrustment.agency_id, state=WhitelistState.PROPOSED)
+            .select_related("asset", "platform").order_by("proposed_at", "pk"))
+
+
+class WhitelistEntryChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        where = f" · {obj.platform.name}" if obj.platform_id else ""
+        return f"{obj.asset.symbol} {obj.address} · {obj.get_purpose_display()}{where}"
+
+
+class WhitelistApproveForm(ActionForm):
+    """A BCE approver approves one of the agency's proposed addresses (usable after the cooling period)."""
+
+    entry = WhitelistEntryChoiceField(
+        label=gettext_lazy("Address awaiting approval"), queryset=WhitelistedAddress.objects.none(),
+        help_text=gettext_lazy("Coins may go to it once the policy's quorum has approved it and its cooling period "
+                               "has passed."))
+
+    def build(self):
+        self.fields["entry"].queryset = pending_whitelist_entries(self.entrustment)
+
+    def service_kwargs(self):
+        return {**super().service_kwargs(), "entry": self.cleaned_data["entry"]}
 
 
 class CreditForm(ActionForm):

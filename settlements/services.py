@@ -83,6 +83,48 @@ def _received(entrustment: Entrustment, currency: str) -> Decimal:
     return entrustment.offshore_receipts.filter(currency=currency).aggregate(s=Sum("amount"))["s"] or Decimal("0")
 
 
+def _fx_application_content(entrustment: Entrustment) -> dict:
+    """What the FX approvers approve: each currency and the amount received offshore in it. A later credit (or a
+    corrected one) changes it and voids earlier approvals; so does a rejection, after which the application
+    that is resubmitted is a new one."""
+    received = entrustment.offshore_receipts.values("currency").annotate(s=Sum("amount")).order_by("currency")
+    return {"received": [[r["currency"], str(r["s"])] for r in received],
+            "rejections": entrustment.fx_conversions.filter(outcome=FxOutcome.REJECTED).count()}
+
+
+def fx_application_approved(entrustment: Entrustment) -> bool:
+    """The agency's approvers have reached the "fx" quorum on what is received offshore now: the FX payment
+    order (结汇申请) may go to the bank."""
+    content = _fx_application_content(entrustment)
+    return bool(content["received"]) and approvals.reached(
+        action="fx", subject=f"fx:{entrustment.pk}", content=content, policy=entrustment.policy)
+
+
+@transaction.atomic
+def fx_application_approve(*, actor, entrustment: Entrustment, reason: str = "") -> Entrustment:
+    """One approval of the agency's FX application, bound to the currencies and amounts received offshore.
+
+    Nothing changes state here: on the quorum's last approval the approval is recorded as a settlement step,
+    and the worker submits the payment order only while `fx_application_approved` holds.
+    """
+    entrustment = lock_entrustment(entrustment)
+    membership = require(actor, entrustment.agency, APPROVER)
+    if entrustment.state != EntrustmentState.PROCEEDS_RECEIVED:
+        raise DisposalError.wrong_state(entrustment, _("The FX application is approved once the proceeds are "
+                                                       "received offshore."))
+    content = _fx_application_content(entrustment)
+    if not content["received"]:
+        raise DisposalError(_("Nothing is received offshore yet."))
+    if fx_application_approved(entrustment):
+        raise DisposalError(_("The FX application is already approved."))
+    if approvals.approve(entrustment=entrustment, action="fx", subject=f"fx:{entrustment.pk}", content=content,
+                         actor=actor, membership=membership, preparer=None, reason=reason):
+        emit(case=entrustment.case, entrustment=entrustment, actor=actor, membership=membership,
+             type=EventType.SETTLEMENT_RECORDED, reason=reason,
+             details={"step": "fx_application_approved", **content})
+    return entrustment
+
+
 @transaction.atomic
 def fx_record_approval(*, actor, entrustment: Entrustment, currency: str, approval_reference: str,
                        bop_declaration_no: str, rate, amount_cny, slip_reference: str) -> FxConversion:
