@@ -180,7 +180,7 @@ def case_register(*, actor, bureau: Organisation, case_number: str, title: str, 
 def case_record_legal_basis(*, actor, case: Case, kind: str, document_no: str, basis_date: date, authority: str,
                             owner_consent: bool = False, approval_level: str = "") -> Case:
     membership = require(actor, case.bureau, OFFICER)
-    case = Case.objects.select_for_update().get(pk=case.pk)
+    case = Case.objects.select_for_update(of=("self",)).get(pk=case.pk)
     if case.entrustments.exclude(state__in=[EntrustmentState.DRAFT, EntrustmentState.RETURNED,
                                             EntrustmentState.CANCELLED, EntrustmentState.REFUSED]).exists():
         raise DisposalError(_("The legal basis cannot change while the case is entrusted."))
@@ -270,7 +270,7 @@ def entrustment_create(*, actor, case: Case, holdings: list[Holding], bce: Organ
         raise ValidationError({"bce": _("Entrust an equity exchange.")})
     if not holdings:
         raise ValidationError({"holdings": _("Choose at least one holding.")})
-    locked = list(Holding.objects.select_for_update().filter(pk__in=[h.pk for h in holdings]))
+    locked = list(Holding.objects.select_for_update(of=("self",)).filter(pk__in=[h.pk for h in holdings]))
     for h in locked:
         if h.case_id != case.pk:
             raise ValidationError({"holdings": _("A holding of another case was chosen.")})
@@ -423,7 +423,7 @@ def detection_record(*, actor, entrustment: Entrustment, observations: list[Obse
     """The agency's on-chain detection, witnessed. A mismatch is an exception, never a correction."""
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
-    holdings = {h.pk: h for h in entrustment.holdings.select_for_update()}
+    holdings = {h.pk: h for h in entrustment.holdings.select_for_update(of=("self",))}
     seen = {o.holding.pk for o in observations}
     if seen != set(holdings):
         raise ValidationError({"observations": _("Every holding of the entrustment must be detected, once.")})
@@ -464,7 +464,7 @@ def detection_accept_observed(*, actor, entrustment: Entrustment, reason: str) -
     membership = require(actor, entrustment.bureau, APPROVER)
     if entrustment.state != EntrustmentState.DETECTION_MISMATCH:
         raise DisposalError.wrong_state(entrustment, _("There is no detection mismatch to accept."))
-    for holding in entrustment.holdings.select_for_update():
+    for holding in entrustment.holdings.select_for_update(of=("self",)):
         detection = holding.detections.order_by("-recorded_at", "-id").first()
         if not detection.controlled:
             raise DisposalError(_("Control of %(addr)s was not proven; detect it again or cancel.")
@@ -506,7 +506,7 @@ def custody_receive(*, actor, entrustment: Entrustment, transfers: list[Transfer
     membership = require(actor, entrustment.agency, OFFICER)
     if not entrustment.bond_covers():
         raise DisposalError(_("No coin may move before the performance bond covers the required ratio."))
-    holdings = {h.pk: h for h in entrustment.holdings.select_for_update()}
+    holdings = {h.pk: h for h in entrustment.holdings.select_for_update(of=("self",))}
     if {t.holding.pk for t in transfers if t.holding} != set(holdings) or any(t.holding is None for t in transfers):
         raise ValidationError({"transfers": _("Record one transfer for each holding of the entrustment.")})
     for t in transfers:
@@ -650,7 +650,7 @@ def reserve_propose(*, actor, lot: Lot, price, inputs: dict) -> ReservePrice:
 def reserve_approve(*, actor, lot: Lot, reason: str = "") -> Lot:
     entrustment, lot = lock_lot(lot)
     membership = require(actor, entrustment.bce, APPROVER)
-    reserve = ReservePrice.objects.select_for_update().filter(
+    reserve = ReservePrice.objects.select_for_update(of=("self",)).filter(
         lot=lot, round_no=lot.failed_rounds + 1, approved_at__isnull=True).first()
     if reserve is None:
         raise DisposalError(_("There is no proposed reserve to approve."))
@@ -725,7 +725,7 @@ def transfer_record_broadcast(*, actor, transfer: CoinTransfer, txid: str, netwo
     """
     entrustment = lock_entrustment(transfer.entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
-    transfer = CoinTransfer.objects.select_for_update().get(pk=transfer.pk)
+    transfer = CoinTransfer.objects.select_for_update(of=("self",)).get(pk=transfer.pk)
     txid = (txid or "").strip()
     if not txid:
         raise ValidationError({"txid": _("The transaction id is required.")})
@@ -757,7 +757,7 @@ def platform_deposit_confirm(*, actor, entrustment: Entrustment, txids: dict[str
     """The platform credited the deposits and cleared AML: the coins are at the platform."""
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
-    pending = list(entrustment.transfers.select_for_update().filter(kind=TransferKind.TO_PLATFORM,
+    pending = list(entrustment.transfers.select_for_update(of=("self",)).filter(kind=TransferKind.TO_PLATFORM,
                                                                     status=TransferStatus.INSTRUCTED))
     if not pending:
         raise DisposalError(_("No deposit awaits confirmation."))
@@ -785,7 +785,7 @@ def platform_transfer_fail(*, actor, entrustment: Entrustment, reason: str) -> E
     reason = reason_required(reason)
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.agency, OFFICER)
-    for transfer in entrustment.transfers.select_for_update().filter(kind=TransferKind.TO_PLATFORM,
+    for transfer in entrustment.transfers.select_for_update(of=("self",)).filter(kind=TransferKind.TO_PLATFORM,
                                                                      status=TransferStatus.INSTRUCTED):
         transfer.status = TransferStatus.FAILED
         save_tracked(transfer, actor=actor, reason=reason)
@@ -849,7 +849,7 @@ def inquiry_close(*, actor, lot: Lot) -> Lot:
     membership = require(actor, entrustment.agency, OFFICER)
     if lot.state != LotState.INQUIRY:
         raise DisposalError(_("There is no open inquiry on this lot."))
-    inquiry = InquiryRound.objects.select_for_update().get(pk=lot.current_round().pk)
+    inquiry = InquiryRound.objects.select_for_update(of=("self",)).get(pk=lot.current_round().pk)
     quotes = list(inquiry.quotes.order_by("-price", "quoted_at"))
     inquiry.closed_at = timezone.now()
     best = quotes[0] if quotes else None
@@ -985,7 +985,7 @@ def entrustment_cancel(*, actor, entrustment: Entrustment, reason: str) -> Entru
     membership = require(actor, entrustment.bureau, APPROVER)
     run_transition(entrustment, "cancel", actor=actor, membership=membership, reason=reason)
     _approve_bond_release(entrustment, actor=actor, membership=membership, reason=reason)
-    for holding in entrustment.holdings.select_for_update():
+    for holding in entrustment.holdings.select_for_update(of=("self",)):
         holding.entrustment = None
         save_tracked(holding, actor=actor, reason=f"released from cancelled {entrustment.number}")
     return entrustment

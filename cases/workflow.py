@@ -97,6 +97,11 @@ def lock_entrustment(entrustment: Entrustment) -> Entrustment:
     )
 
 
+# Row locks in the services are always taken `of=("self",)`: a model whose default ordering joins another
+# table (Holding orders by asset symbol) would otherwise also lock the shared rows of that table (the assets)
+# FOR UPDATE, and every entrustment would queue on them — deadlocking with the record chain's head lock.
+
+
 def lock_lot(lot: Lot) -> tuple[Entrustment, Lot]:
     entrustment = lock_entrustment(lot.entrustment)
     return entrustment, Lot.objects.select_for_update(of=("self",)).select_related("asset").get(pk=lot.pk)

@@ -250,7 +250,7 @@ def victim_return_prepare(*, actor, entrustment: Entrustment, recipient: str, re
 def victim_return_approve(*, actor, victim_return: VictimReturn) -> VictimReturn:
     entrustment = lock_entrustment(victim_return.entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
-    victim_return = VictimReturn.objects.select_for_update().get(pk=victim_return.pk)
+    victim_return = VictimReturn.objects.select_for_update(of=("self",)).get(pk=victim_return.pk)
     if victim_return.approved_at:
         raise DisposalError(_("This return is already approved."))
     content = {"recipient": victim_return.recipient, "account": victim_return.recipient_account,
@@ -300,7 +300,7 @@ def remittance_approve(*, actor, entrustment: Entrustment, treasury_receipt: str
     changes when the bank has booked the payment and ``remittance_confirm`` records its receipt."""
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, APPROVER)
-    remittance = TreasuryRemittance.objects.select_for_update().filter(entrustment=entrustment).first()
+    remittance = TreasuryRemittance.objects.select_for_update(of=("self",)).filter(entrustment=entrustment).first()
     if remittance is None:
         raise DisposalError(_("No remittance is prepared."))
     if remittance.approved_at or remittance.remitted_at:
@@ -330,7 +330,7 @@ def remittance_confirm(*, actor, entrustment: Entrustment, treasury_receipt: str
     approvers already decided when they authorised the payment."""
     entrustment = lock_entrustment(entrustment)
     membership = require(actor, entrustment.bureau, OFFICER)
-    remittance = TreasuryRemittance.objects.select_for_update().filter(entrustment=entrustment).first()
+    remittance = TreasuryRemittance.objects.select_for_update(of=("self",)).filter(entrustment=entrustment).first()
     if remittance is None:
         raise DisposalError(_("No remittance is prepared."))
     if remittance.remitted_at:
