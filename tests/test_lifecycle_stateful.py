@@ -185,9 +185,9 @@ class Lifecycle(RuleBasedStateMachine):
 
     def do_custody(self, d):
         transfers = self.flow.custody_transfers() if self.e.holdings.filter(accepted_amount__gt=0).exists() else []
-        for t in transfers:
-            t.amount = self.choose(d, t.amount, t.amount + FEE[t.asset.symbol] + 1, 0, -5, label="amount")
-            t.txid = self.choose(d, t.txid, "", label="txid")
+        transfers = [dataclasses.replace(
+            t, amount=self.choose(d, t.amount, t.amount + FEE[t.asset.symbol] + 1, 0, -5, label="amount"),
+            txid=self.choose(d, t.txid, "", label="txid")) for t in transfers]
         services.custody_receive(actor=self.person(d, "agency_officer"), entrustment=self.e, transfers=transfers)
 
     def do_plan_lots(self, d):
