@@ -311,3 +311,32 @@ def test_on_the_page_the_agency_proposes_and_a_bce_approver_approves(client, flo
                    {"asset": w.btc.pk, "address": "not-an-address", "purpose": P.CUSTODY}, expect=400)
     assert "not-an-address" in response.content.decode()
     assert WhitelistedAddress.objects.count() == before
+
+
+# --------------------------------------------------------------------------- the admin
+
+
+def test_the_admin_lists_entries_read_only_and_approves_and_revokes_through_the_services(client, world):
+    from agencies.models import Membership
+
+    from .factories import UserFactory, sign_in
+
+    root = UserFactory(username="root", is_staff=True, is_superuser=True)
+    Membership.objects.create(user=root, organisation=world.bce, role=Role.APPROVER)
+    sign_in(client, root)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+    entry = propose(world, demo_address("btc", "vault-admin"))
+    changelist = "/admin/cases/whitelistedaddress/"
+    assert entry.address in client.get(changelist).content.decode()
+    assert client.get(f"{changelist}add/").status_code == 403
+    client.post(f"{changelist}{entry.pk}/change/", {"address": demo_address("btc", "other")})
+    entry.refresh_from_db()
+    assert entry.address == demo_address("btc", "vault-admin") and entry.state == W.PROPOSED
+    client.post(changelist, {"action": "whitelist_approve", "_selected_action": [entry.pk]}, follow=True)
+    entry.refresh_from_db()
+    assert entry.state == W.APPROVED
+    assert Approval.objects.get(action="whitelist", subject=f"whitelist:{entry.pk}").approver == root
+    client.post(changelist, {"action": "whitelist_revoke", "_selected_action": [entry.pk], "apply": "1",
+                             "reason": "Wrong vault."}, follow=True)
+    entry.refresh_from_db()
+    assert entry.state == W.REVOKED and entry.revoke_reason == "Wrong vault."
