@@ -17,6 +17,8 @@ backoff; permanent ones are recorded here.
 from __future__ import annotations
 
 import logging
+import uuid
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -486,6 +488,74 @@ def recheck_transfers(hours: int = 24) -> int:
                              details={"txid": found.result["txid"], "block_hash": found.result["block_hash"]})
             flagged += 1
     return flagged
+
+
+# States in which the agency holds (or is about to hold) the coins under its bond, before they are sold.
+BOND_AT_RISK = (EntrustmentState.BONDED, EntrustmentState.DETECTED, EntrustmentState.IN_CUSTODY,
+                EntrustmentState.RESERVE_SET, EntrustmentState.TRANSFERRING, EntrustmentState.AML_HOLD,
+                EntrustmentState.AT_PLATFORM, EntrustmentState.SELLING)
+
+
+def reference_rate() -> Decimal:
+    """CNY per USD for marking bonds: the bureau's reference rate of the day, configured (not a quote)."""
+    from portal.secrets import secret
+
+    return Decimal(secret("PORTAL_USDCNY_REFERENCE_RATE", "7.10") or "7.10")
+
+
+def remark_bonds() -> int:
+    """Mark every bond at risk to the market: when what the agency holds is now worth more than the bond
+    covers at the policy's ratio, raise a top-up call on the entrustment (an exception BCE must act on).
+
+    The price is an indicative RFQ at the first enabled platform for each asset (declined at once), in USD,
+    converted at the configured reference rate. One price per asset per run, however many entrustments.
+    """
+    from agencies.models import PerformanceBond
+
+    platform = default_platform()
+    if platform is None:
+        return 0
+    exchange = platforms.exchange_for(platform)
+    prices: dict[int, Decimal | None] = {}
+    calls = 0
+    # A fresh RFQ client id per run: the venue treats a repeated one as the same (already declined) RFQ.
+    stamp = f"{timezone.now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    for entrustment in Entrustment.objects.filter(state__in=BOND_AT_RISK).select_related("policy", "agency"):
+        bond = entrustment.current_bond()
+        if bond is None or bond.state != "posted":
+            continue
+        value = Decimal(0)
+        for holding in entrustment.holdings.select_related("asset"):
+            asset = holding.asset
+            if asset.pk not in prices:
+                try:
+                    quote = exchange.request_quote(f"{asset.symbol}/USD", "sell", asset.unit, asset.decimals,
+                                                   f"MARK-{stamp}-{asset.symbol}")
+                    exchange.decline_quote(quote.quote_id)
+                    prices[asset.pk] = quote.price
+                except PermanentError:
+                    prices[asset.pk] = None  # the platform does not price it: cannot mark, say so below
+            if prices[asset.pk] is None:
+                record_exception(entrustment=entrustment, kind=ExceptionKind.BOND, key=f"mark:{entrustment.number}:"
+                                 f"{asset.symbol}", message=_("The bond cannot be marked to market: no price for "
+                                                             "%(sym)s.") % {"sym": asset.symbol})
+                break
+            amount = int(holding.accepted_amount or holding.declared_amount)
+            value += Decimal(amount) / asset.unit * prices[asset.pk] * reference_rate()
+        else:
+            required = PerformanceBond.required_for(value, entrustment.policy.bond_ratio)
+            if required > bond.posted_cny:
+                record_exception(
+                    entrustment=entrustment, kind=ExceptionKind.BOND,
+                    key=f"topup:{entrustment.number}:{bond.reference}",
+                    message=_("Top-up call: the coins are now worth %(value)s CNY; at %(ratio)s the bond must be "
+                              "%(required)s CNY, %(posted)s CNY is posted.")
+                    % {"value": value.quantize(Decimal("0.01")), "ratio": entrustment.policy.bond_ratio,
+                       "required": required, "posted": bond.posted_cny},
+                    details={"value_cny": str(value.quantize(Decimal("0.01"))), "required_cny": str(required),
+                             "posted_cny": str(bond.posted_cny), "rate": str(reference_rate())})
+                calls += 1
+    return calls
 
 
 def blocked(entrustment) -> bool:

@@ -76,6 +76,15 @@ def execute(self, lot_id: int):
     return _step(self, operations.execute, lot_id, lot.entrustment_id)
 
 
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def remark_bonds(self) -> int:
+    """Bonds marked to the market; a bond under the ratio raises a top-up call on its entrustment."""
+    try:
+        return operations.remark_bonds()
+    except TransientError as exc:
+        raise self.retry(countdown=backoff(self.request.retries, exc.retry_after), exc=exc)
+
+
 @shared_task(acks_late=True)
 def recheck_transfers() -> int:
     return operations.recheck_transfers()

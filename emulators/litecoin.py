@@ -166,10 +166,13 @@ class LitecoinRegtest:
             outpoints = [(vin["txid"], vin["vout"]) for tx in spends for vin in tx["vin"] if vin["txid"] not in created]
             self.node.call("invalidateblock", blocks[0]["hash"])
             conflict = self._double_spend(outpoints) if outpoints else None
+            # A fresh coinbase address: an empty block mined in the same second to the same address would be
+            # the very block just invalidated (same hash), which the node refuses.
+            branch = self.wallet.call("getnewaddress")
             for _ in range(depth):
-                self.node.call("generateblock", self.miner_address, [])
+                self.node.call("generateblock", branch, [])
             # Last, so that a coinbase the transactions spent is as mature here as where they were mined.
-            self.node.call("generateblock", self.miner_address, [conflict] if conflict else [])
+            self.node.call("generateblock", branch, [conflict] if conflict else [])
 
     def set_block_time(self, seconds: float | None) -> None:
         with self._lock:

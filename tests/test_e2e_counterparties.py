@@ -60,6 +60,16 @@ class LiveFlow(Flow):
         super().__init__(world, holdings=(("LTC", "2.5"), ("ETH", "10")), case_number="顺公立字〔2026〕700号")
         self.addresses = {"LTC": outside.seize("litecoin", "LTC", LTC_SEIZED),
                           "ETH": outside.seize("ethereum", "ETH", ETH_SEIZED)}
+        # The emulators outlive each test's database, and custody keys transfers by reference (the entrustment
+        # number): start this database's numbering somewhere no earlier test of the module has been.
+        import random
+
+        from django.utils import timezone
+
+        from cases.models import Sequence
+
+        Sequence.objects.update_or_create(series="entrustment", year=timezone.localdate().year,
+                                          defaults={"last": random.randint(100_000, 899_999)})
 
     def asset(self, symbol):
         return Asset.objects.get(symbol=symbol, chain={"LTC": "litecoin", "ETH": "ethereum"}[symbol])

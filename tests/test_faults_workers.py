@@ -44,6 +44,8 @@ def _to_award(world, outside, workers):
     from .factories import ltc
 
     ltc()
+    world.agency.offshore_account_no = outside.offshore_account
+    world.agency.save()
     Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
     flow = LiveFlow(world, outside)
     entrustment = flow.to("bonded")

@@ -17,6 +17,9 @@ def schedule(apps, schema_editor):
     PeriodicTask.objects.get_or_create(name="Bank: read new statements and notifications",
                                        defaults={"task": "counterparties.bank_tasks.poll_bank_statements",
                                                  "interval": often})
+    hourly, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
+    PeriodicTask.objects.get_or_create(name="Bonds: mark to market, call a top-up under the ratio",
+                                       defaults={"task": "counterparties.tasks.remark_bonds", "interval": hourly})
     PeriodicTask.objects.get_or_create(name="Chains: re-check confirmed transfers for re-organisations",
                                        defaults={"task": "counterparties.tasks.recheck_transfers",
                                                  "interval": ten_minutes})
@@ -25,6 +28,7 @@ def schedule(apps, schema_editor):
 def unschedule(apps, schema_editor):
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(
         task__in=["counterparties.tasks.dispatch", "counterparties.tasks.recheck_transfers",
+                  "counterparties.tasks.remark_bonds",
                   "counterparties.bank_tasks.poll_bank_statements"]).delete()
 
 

@@ -1,0 +1,157 @@
+"""The workers' steps one by one, against the emulators over loopback, called in-process (no Celery).
+
+Each bad answer from outside becomes a recorded exception or the process's own exception state, with the
+entrustment left where it was: a balance that differs from the declaration, a platform crediting another
+amount, a quote that arrives expired, a hand-over re-organised away after it was confirmed, a bond that the
+market has outgrown.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from agencies.models import PerformanceBond
+from cases import services, whitelist
+from cases.models import Asset, CoinTransfer, Entrustment, Lot, LotState, TransferKind
+from counterparties import operations
+from counterparties.models import ExceptionKind, OperationalException
+
+from .test_e2e_counterparties import LiveFlow
+
+pytestmark = [pytest.mark.faults]
+
+
+@pytest.fixture(scope="module")
+def outside():
+    from emulators.world import start_world
+
+    world = start_world(block_time=0.2, chains=("litecoin", "ethereum"))
+    yield world
+    world.stop()
+
+
+@pytest.fixture
+def live(outside, monkeypatch, world):
+    from django.test import override_settings
+
+    from .factories import ltc
+
+    for name, value in outside.settings().items():
+        monkeypatch.setenv(name, value)
+    ltc()
+    world.agency.offshore_account_no = outside.offshore_account
+    world.agency.save()
+    Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=2)
+    with override_settings(CHAIN_NETWORK="regtest"):
+        yield outside
+
+
+def state(entrustment):
+    return Entrustment.objects.get(pk=entrustment.pk).state
+
+
+def poll(step, object_id, until, world, timeout=60):
+    """Run a worker step again and again (as beat would), approving the whitelist as BCE would, until done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in whitelist.pending_for(world.agency):
+            whitelist.whitelist_approve(actor=world.bce_approver, entry=entry)
+        step(object_id)
+        if until():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{step.__name__} did not get there; exceptions: "
+                         f"{list(OperationalException.objects.values_list('message', flat=True))}")
+
+
+@pytest.mark.django_db
+def test_a_balance_that_differs_from_the_declaration_is_a_mismatch_not_a_correction(world, live):
+    flow = LiveFlow(world, live)
+    flow.holdings_spec = (("LTC", "3"), ("ETH", "10"))  # 2.5 LTC were seized, 3 declared
+    entrustment = flow.to("bonded")
+    assert operations.detect(entrustment.pk) == "recorded"
+    assert state(entrustment) == "detection_mismatch"
+    holding = entrustment.holdings.get(asset__symbol="LTC")
+    assert holding.detections.get().observed_amount == 250_000_000 and holding.declared_amount == 300_000_000
+
+
+def _at_custody(world, live):
+    flow = LiveFlow(world, live)
+    entrustment = flow.to("bonded")
+    operations.detect(entrustment.pk)
+    poll(operations.hand_over, entrustment.pk, lambda: state(entrustment) == "in_custody", world)
+    return flow, entrustment
+
+
+@pytest.mark.django_db
+def test_a_hand_over_reorganised_away_after_its_confirmations_is_caught_by_the_recheck(world, live):
+    _flow, entrustment = _at_custody(world, live)
+    live.chains["litecoin"].reorg(4)  # deeper than the confirmations required
+    assert operations.recheck_transfers() >= 1
+    exception = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.CHAIN)
+    assert "no longer on the main chain" in exception.message
+    assert operations.blocked(entrustment)
+
+
+def _reserved(world, live, price="10"):
+    flow, entrustment = _at_custody(world, live)
+    ltc, eth = flow.asset("LTC"), flow.asset("ETH")
+    services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
+                       fee_allowances={ltc.pk: 1_000_000, eth.pk: 10**16})
+    for lot in Lot.objects.filter(entrustment=entrustment):
+        services.reserve_propose(actor=world.bce_officer, lot=lot, price=price,
+                                 inputs={"reference_prices": [price] * 3, "source": "test floor"})
+        services.reserve_approve(actor=world.bce_approver, lot=lot)
+    return flow, entrustment
+
+
+@pytest.mark.django_db
+def test_a_platform_crediting_another_amount_is_an_exception_and_nothing_is_confirmed(world, live):
+    _flow, entrustment = _reserved(world, live)
+    poll(operations.deposit, entrustment.pk, lambda: CoinTransfer.objects.filter(
+        entrustment=entrustment, kind=TransferKind.TO_PLATFORM).exclude(txid="").count() == 2, world)
+    transfer = CoinTransfer.objects.filter(entrustment=entrustment, kind=TransferKind.TO_PLATFORM,
+                                           asset__symbol="LTC").get()
+    # The venue books one litoshi less than was sent.
+    wrong = Decimal(int(transfer.amount) - 1).scaleb(-8)
+    live.exchange.add_deposit("hashkey", asset="LTC", chain="LTC", txid=transfer.txid, amount=wrong,
+                              sender=transfer.from_address, status="credited")
+    deadline = time.monotonic() + 30
+    while operations.watch_deposits(entrustment.pk) not in ("refused",):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    exception = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.DEPOSIT)
+    assert transfer.reference in exception.message
+    assert state(entrustment) == "transferring"
+
+
+@pytest.mark.django_db
+def test_quotes_below_the_reserve_end_the_round_without_a_sale(world, live):
+    # Expired quotes never reach this point: the adapters drop them on arrival (tests/test_exchange_adapters.py).
+    _flow, entrustment = _reserved(world, live, price="100000000")
+    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
+    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
+    lot = Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
+    operations.run_inquiry(lot.pk)
+    lot.refresh_from_db()
+    assert lot.state == LotState.NO_DEAL and lot.failed_rounds == 1
+    assert lot.rounds.get().quotes.count() >= 2  # quoted, but below the reserve
+    assert not live.exchange.executions("hashkey") or all(
+        not e.client_id.startswith(entrustment.number) for e in live.exchange.executions("hashkey"))
+
+
+@pytest.mark.django_db
+def test_a_bond_the_market_has_outgrown_gets_a_top_up_call(world, live, monkeypatch):
+    flow = LiveFlow(world, live)
+    entrustment = flow.to("bonded")
+    PerformanceBond.objects.filter(appointment__entrustment=entrustment).update(posted_cny=Decimal("100.00"))
+    monkeypatch.setenv("PORTAL_USDCNY_REFERENCE_RATE", "7.10")
+    assert operations.remark_bonds() == 1
+    call = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.BOND)
+    assert "Top-up call" in call.message and call.details["posted_cny"] == "100.00"
+    assert Decimal(call.details["required_cny"]) > Decimal("100.00")
+    assert operations.remark_bonds() == 1  # the same call again: one open exception, seen twice
+    assert OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.BOND).occurrences == 2
