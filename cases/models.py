@@ -76,6 +76,9 @@ class DisposalPolicy(models.Model):
     )
     max_failed_rounds = models.PositiveSmallIntegerField(_("failed rounds before stopping"), default=3)
     min_quotes = models.PositiveSmallIntegerField(_("minimum quotes per round"), default=2)
+    # A round whose best price moves more than this fraction while it is open is suspended, not awarded.
+    max_market_move = models.DecimalField(_("market move that suspends a round"), max_digits=6, decimal_places=4,
+                                          default=Decimal("0.0500"))
     sla_hours = models.PositiveSmallIntegerField(_("SLA hours (detection to credit)"), default=24)
     sla_warn_hours = models.PositiveSmallIntegerField(_("warn this many hours before breach"), default=4)
     quorums = models.JSONField(_("approvals required per action"), default=default_quorums)

@@ -375,10 +375,42 @@ def run_inquiry(lot_id: int) -> str:
             except (DisposalError, ValidationError) as exc:
                 _refused(entrustment, ExceptionKind.INQUIRY, f"quote:{quote.quote_id}", exc)
         lot.refresh_from_db()
-        services.inquiry_close(actor=agent, lot=lot)
+        moved = _market_move(exchange, lot, symbol, reference, quotes)
+        if moved is not None:
+            services.lot_suspend(actor=agent, lot=lot, reason=moved)
+        else:
+            services.inquiry_close(actor=agent, lot=lot)
         finish(found)
     lot.refresh_from_db()
     return lot.state
+
+
+def _market_move(exchange, lot: Lot, symbol: str, reference: str, quotes) -> str | None:
+    """Ask once more at the end of the round (an indicative RFQ, declined): a reason to suspend when the best
+    price moved beyond the policy's limit while the round was open, else None."""
+    limit = lot.entrustment.policy.max_market_move
+    first = max((q.price for q in quotes), default=None)
+    if not limit or first is None:
+        return None
+    try:
+        check = exchange.request_quotes(symbol, "sell", int(lot.quantity), lot.asset.decimals, f"{reference}-CHK")
+    except PermanentError:
+        return None  # no second look possible: the round is judged on its quotes, as without a limit
+    for quote in check:
+        try:
+            exchange.decline_quote(quote.quote_id)
+        except PermanentError:
+            pass  # an indicative quote that cannot be declined simply expires
+    last = max((q.price for q in check), default=None)
+    if last is None:
+        return None
+    move = abs(last - first) / first
+    if move > limit:
+        return _("The market moved %(move)s%% during the round (best %(first)s → %(last)s), beyond the policy's "
+                 "%(limit)s%%: the round is suspended instead of awarded.") % {
+            "move": (move * 100).quantize(Decimal("0.01")), "first": first, "last": last,
+            "limit": (limit * 100).normalize()}
+    return None
 
 
 def execute(lot_id: int) -> str:

@@ -155,3 +155,30 @@ def test_a_bond_the_market_has_outgrown_gets_a_top_up_call(world, live, monkeypa
     assert Decimal(call.details["required_cny"]) > Decimal("100.00")
     assert operations.remark_bonds() == 1  # the same call again: one open exception, seen twice
     assert OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.BOND).occurrences == 2
+
+
+@pytest.mark.django_db
+def test_a_market_moving_beyond_the_policy_limit_during_a_round_suspends_it(world, live, monkeypatch):
+    _flow, entrustment = _reserved(world, live)
+    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
+    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
+    entrustment.policy.max_market_move = Decimal("0.0050")  # 0.5 %
+    entrustment.policy.save()
+    lot = Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
+    # The replayed day falls through the round: the quotes come at its opening minute, the second look at its
+    # close (the real BTC/USD day of 2025-01-07 lost several per cent; the other assets follow it).
+    original = operations._market_move
+
+    def later(*args, **kwargs):
+        live.exchange.set_market_minute(1439)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(operations, "_market_move", later)
+    live.exchange.set_market_minute(0)
+    try:
+        assert operations.run_inquiry(lot.pk) == LotState.SUSPENDED
+    finally:
+        live.exchange.set_market_minute(None)
+    lot.refresh_from_db()
+    assert lot.history.filter(state=LotState.SUSPENDED).first().history_change_reason.startswith("The market moved")
+    assert not lot.fills.exists()
