@@ -984,6 +984,7 @@ TIMELINE_COLLAPSE = {EventType.HOLDING_REGISTERED}
 APPROVAL_ACTION_ZH = {
     "submit": "委托审批", "accept": "受理审批", "reserve": "保留价审批", "award": "成交审批",
     "remittance": "缴库审批", "victim_return": "发还审批", "close": "结案审批",
+    "fx": "结汇申请", "bond_release": "保证金退还", "bond_forfeit": "保证金没收", "whitelist": "地址白名单",
 }
 TRANSFER_KIND_ZH = {"to_custody": "扣押地址 → 服务机构托管", "to_platform": "托管 → 境外平台"}
 
