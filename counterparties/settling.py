@@ -143,6 +143,8 @@ def request_fx(entrustment_id: int) -> dict[str, str] | str:
     entrustment = _entrustment(entrustment_id)
     if entrustment.state != EntrustmentState.PROCEEDS_RECEIVED:
         return "not due"
+    if not money.fx_application_approved(entrustment):
+        return "awaiting approval of the FX application"  # nothing to the bank until the agency's approvers agree
     agency, bureau = entrustment.agency, entrustment.bureau
     if not agency.offshore_account_no:
         return "no offshore account on record: FX stays manual"
@@ -485,9 +487,12 @@ def _finish_order(msg_id: str, **result) -> None:
 
 
 def due_entrustments():
-    """(entrustment ids waiting for an FX order, those waiting for the treasury payment)."""
-    fx = Entrustment.objects.filter(state=EntrustmentState.PROCEEDS_RECEIVED).exclude(agency__offshore_account_no="")
+    """(entrustment ids waiting for an FX order, those waiting for the treasury payment). An FX order is due only
+    once the FX application is approved; until then the entrustment waits for the agency's approvers."""
+    fx = [e for e in Entrustment.objects.filter(state=EntrustmentState.PROCEEDS_RECEIVED)
+          .exclude(agency__offshore_account_no="").select_related("policy")
+          if money.fx_application_approved(e)]
     treasury = Entrustment.objects.filter(state=EntrustmentState.CREDITED, remittance__approved_at__isnull=False,
                                           remittance__remitted_at__isnull=True)
-    return list(fx.values_list("pk", flat=True)), list(treasury.values_list("pk", flat=True))
+    return [e.pk for e in fx], list(treasury.values_list("pk", flat=True))
 

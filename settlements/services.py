@@ -134,6 +134,10 @@ def fx_record_approval(*, actor, entrustment: Entrustment, currency: str, approv
     membership = require(actor, entrustment.agency, OFFICER)
     if entrustment.state != EntrustmentState.PROCEEDS_RECEIVED:
         raise DisposalError.wrong_state(entrustment, _("FX is cleared after the proceeds are received offshore."))
+    if not fx_application_approved(entrustment):
+        # The conversion is recorded only for an application the agency's approvers approved as it stands now.
+        raise DisposalError(_("The FX application is not approved yet: the agency's approvers must approve it "
+                              "(for the amounts received offshore now) before FX is recorded."))
     errors = {name: _("This field is required.") for name, value in (
         ("approval_reference", approval_reference), ("bop_declaration_no", bop_declaration_no),
         ("slip_reference", slip_reference)) if not (value or "").strip()}

@@ -118,6 +118,7 @@ class World:
         self.bce_approver = member("bce_approver", self.bce, Role.APPROVER)
         self.bce_approver_2 = member("bce_approver_2", self.bce, Role.APPROVER)
         self.agency_officer = member("agency_officer", self.agency, Role.OFFICER)
+        self.agency_approver = member("agency_approver", self.agency, Role.APPROVER)
         self.agency_b_officer = member("agency_b_officer", self.agency_b, Role.OFFICER)
         self.supervisor = member("supervisor", self.inspection, Role.AUDITOR)
         self.stranger = UserFactory(username="stranger")

@@ -214,10 +214,13 @@ class Flow:
         from .factories import member
 
         agency = self.entrustment.agency
-        for approver in approvers or (member(f"{agency.code}_approver", agency, Role.APPROVER),):
+        default = (self.w.agency_approver if agency == self.w.agency
+                   else member(f"{agency.code}_approver", agency, Role.APPROVER))
+        for approver in approvers or (default,):
             money.fx_application_approve(actor=approver, entrustment=self.entrustment)
 
     def _fx_cleared(self):
+        self.approve_fx()
         for receipt in self.entrustment.offshore_receipts.all():
             money.fx_record_approval(actor=self.w.agency_officer, entrustment=self.entrustment,
                                      currency=receipt.currency, approval_reference="SAFE-1",

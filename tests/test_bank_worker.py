@@ -87,6 +87,7 @@ def to_proceeds_received(flow, emulator):
 
 def to_credited(flow, emulator):
     entrustment = to_proceeds_received(flow, emulator)
+    flow.approve_fx()
     settling.request_fx(entrustment.pk)
     emulator.book_payments()
     settling.poll_bank_statements()
@@ -146,7 +147,13 @@ def test_each_lots_credit_is_recorded_and_the_last_one_brings_the_proceeds_in(fl
 def test_the_fx_settlement_is_ordered_converted_at_the_banks_rate_and_credited_to_the_special_account(flow, bank):
     entrustment = to_proceeds_received(flow, bank)
     usd = net_proceeds_by_currency(entrustment)["USD"]
+    # Nothing goes to the bank before the agency's approvers approve the FX application: the entrustment waits.
+    assert entrustment.pk not in settling.due_entrustments()[0]
+    assert settling.request_fx(entrustment.pk) == "awaiting approval of the FX application"
+    assert not bank.orders and not Job.objects.filter(kind=settling.FX_JOB).exists()
 
+    flow.approve_fx()
+    assert entrustment.pk in settling.due_entrustments()[0]
     assert settling.request_fx(entrustment.pk) == {"USD": "accepted"}
     assert settling.request_fx(entrustment.pk) == {"USD": "accepted"}  # asking again only asks
     (order,) = bank.orders.values()
@@ -301,6 +308,7 @@ def test_a_bank_down_for_good_becomes_an_outage_after_the_bounded_retries(flow, 
 @pytest.mark.faults
 def test_a_lost_answer_to_the_fx_order_is_resolved_by_its_status_and_pays_once(flow, bank):
     entrustment = to_proceeds_received(flow, bank)
+    flow.approve_fx()
     bank.fail_next("lost_response", on="POST /payments")
     with pytest.raises(IndeterminateResult):
         settling.request_fx(entrustment.pk)
@@ -335,6 +343,7 @@ def test_a_lost_answer_to_the_treasury_payment_never_pays_twice(flow, bank):
 def test_a_refused_fx_approval_is_recorded_and_a_resubmission_goes_through_under_a_new_order(flow, bank):
     w = flow.w
     entrustment = to_proceeds_received(flow, bank)
+    flow.approve_fx()
     bank.fail_next("fx_reject", reason="外汇局退回：缺少判决书")
     settling.request_fx(entrustment.pk)
     bank.book_payments()
@@ -347,6 +356,9 @@ def test_a_refused_fx_approval_is_recorded_and_a_resubmission_goes_through_under
     assert bank.balance(OFFSHORE) == net_proceeds_by_currency(entrustment)["USD"]  # nothing left the account
 
     money.fx_resubmit(actor=w.agency_officer, entrustment=entrustment, reason="判决书已补充")
+    # The resubmitted application is a new one: it waits for its own approval.
+    assert settling.request_fx(entrustment.pk) == "awaiting approval of the FX application"
+    flow.approve_fx()
     assert settling.request_fx(entrustment.pk) == {"USD": "accepted"}
     assert list(bank.orders) == [f"{entrustment.number}-FX-USD", f"{entrustment.number}-FX-USD-2"]
     bank.book_payments()

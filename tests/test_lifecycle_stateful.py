@@ -40,7 +40,7 @@ from .factories import VALUATION, member
 from .flow import FEE, Flow
 
 PEOPLE = ["shunyi_officer", "shunyi_approver", "shunyi_dual", "chaoyang_officer", "bce_officer", "bce_approver",
-          "bce_dual", "agency_officer", "agency_b_officer", "supervisor", "stranger"]
+          "bce_dual", "agency_officer", "agency_approver", "agency_b_officer", "supervisor", "stranger"]
 STARTS = ["draft", "submitted", "accepted", "bonded", "detected", "in_custody", "reserve_set", "transferring",
           "at_platform", "selling", "sold", "proceeds_received", "fx_cleared", "credited", "remitted"]
 REASONS = st.sampled_from(["市场剧烈波动", "", "   ", "x" * 300, "原因\x00"])
@@ -137,7 +137,7 @@ class Lifecycle(RuleBasedStateMachine):
         "submit", "return", "accept", "refuse", "appoint", "bond", "detect", "accept_observed", "custody",
         "plan_lots", "propose_reserve", "approve_reserve", "transfer", "deposit_confirm", "transfer_fail",
         "aml_hold", "inquiry_open", "quote", "inquiry_close", "award_approve", "execute", "exhaust", "suspend",
-        "offshore_receipt", "fx_approve", "fx_reject", "fx_resubmit", "credit", "victim_return_prepare",
+        "offshore_receipt", "fx_application_approve", "fx_approve", "fx_reject", "fx_resubmit", "credit", "victim_return_prepare",
         "victim_return_approve", "remittance_prepare", "remittance_approve", "close", "cancel", "default",
         "reopen", "dispute_open", "dispute_resolve"]))
     def act(self, data, action):
@@ -313,6 +313,9 @@ class Lifecycle(RuleBasedStateMachine):
             currency=self.choose(d, currency, "EUR", "", label="currency"),
             amount=self.choose(d, amount, amount + Decimal("0.01"), Decimal("-1"), "1e5", label="amount"),
             bank_reference=self.choose(d, f"HKB-{e.pk}-{currency}", "", label="ref"), value_date=timezone.localdate())
+
+    def do_fx_application_approve(self, d):
+        money.fx_application_approve(actor=self.person(d, "agency_approver"), entrustment=self.e)
 
     def do_fx_approve(self, d):
         e = self.e

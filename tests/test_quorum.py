@@ -262,6 +262,29 @@ def test_a_rejected_fx_application_needs_a_fresh_approval_when_resubmitted(flow,
     assert money.fx_application_approved(entrustment)
 
 
+def test_fx_is_recorded_only_once_the_fx_application_holds_its_quorum(flow, agency_approvers):
+    w = flow.w
+    require_quorum(w, "fx", 2)
+    entrustment = flow.to("proceeds_received")
+    receipt = entrustment.offshore_receipts.first()
+
+    def record():
+        return money.fx_record_approval(actor=w.agency_officer, entrustment=entrustment, currency=receipt.currency,
+                                        approval_reference="SAFE-1", bop_declaration_no="BOP-1", rate=flow.RATE,
+                                        amount_cny=(receipt.amount * flow.RATE).quantize(Decimal("0.01")),
+                                        slip_reference="FX-SLIP-1")
+
+    with pytest.raises(DisposalError, match="FX application is not approved"):
+        record()
+    money.fx_application_approve(actor=agency_approvers[0], entrustment=entrustment)
+    with pytest.raises(DisposalError, match="FX application is not approved"):
+        record()  # one of two
+    assert not entrustment.fx_conversions.exists()
+    money.fx_application_approve(actor=agency_approvers[1], entrustment=entrustment)
+    record()
+    assert flow.refresh().state == S.FX_CLEARED
+
+
 def test_fx_is_approved_only_once_the_proceeds_are_received(flow, agency_approvers):
     entrustment = flow.to("sold")
     with pytest.raises(DisposalError):
