@@ -74,8 +74,10 @@ def text(response) -> str:
 
 
 def without_csrf(html: str) -> str:
-    """The page minus what differs per request: CSRF tokens (form field, htmx header on <body>)
-    and the language switcher's return address."""
+    """The page minus what differs per request: CSRF tokens (form field, htmx header on <body>),
+    the CSP nonce and the language switcher's return address."""
+    html = re.sub(r'nonce="[^"]*"', "", html)
+    html = re.sub(r'"inlineScriptNonce": *"[^"]*"|"inlineStyleNonce": *"[^"]*"', "", html)
     html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", html)
     html = re.sub(r'name="next" value="[^"]*"', "", html)
     return re.sub(r'"X-CSRFToken": "[^"]*"', "", html)
