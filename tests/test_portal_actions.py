@@ -20,7 +20,8 @@ from django.utils import timezone
 from cases import actions, services
 from cases.demo import demo_address
 from cases.forms import plain_amount
-from cases.models import Entrustment, EntrustmentState, Event, EventType, EvidenceFile, Lot, LotState
+from cases.models import (Entrustment, EntrustmentState, Event, EventType, EvidenceFile, Lot, LotState,
+                          WhitelistedAddress, WhitelistPurpose, WhitelistState)
 from cases.services import custody_balance
 from settlements.models import VictimReturn
 
@@ -102,6 +103,20 @@ def transitions_to(entrustment, state) -> int:
     return Event.objects.filter(entrustment=entrustment, type=EventType.TRANSITION, to_state=state).count()
 
 
+def whitelist_through_the_page(client, world, entrustment, asset, address, purpose, platform=None):
+    """The agency's officer proposes one of its addresses from the entrustment's page and BCE's approver approves
+    it there (the test policy has no cooling period, so it is usable at once)."""
+    act(client, world.agency_officer, entrustment, "whitelist_propose", {
+        "asset": asset.pk, "address": address, "purpose": purpose, "platform": platform.pk if platform else ""})
+    entry = WhitelistedAddress.objects.get(organisation=entrustment.agency, asset=asset, address=address,
+                                           purpose=purpose, state=WhitelistState.PROPOSED)
+    assert "whitelist_approve" not in offered(client, world.agency_officer, entrustment)
+    act(client, world.bce_approver, entrustment, "whitelist_approve", {"entry": entry.pk})
+    entry.refresh_from_db()
+    assert entry.state == WhitelistState.APPROVED
+    return entry
+
+
 # --------------------------------------------------------------------------- draft to closed, all by HTTP
 
 
@@ -123,6 +138,11 @@ def test_an_entrustment_goes_from_draft_to_closed_entirely_through_the_page(clie
     e = moved_to(e, S.BONDED)
 
     holdings = list(e.holdings.select_related("asset"))
+    # Coins go only to whitelisted addresses: the agency's vaults, proposed and approved from this page.
+    for h in holdings:
+        whitelist_through_the_page(client, w, e, h.asset, demo_address(h.asset.address_format,
+                                                                       f"custody-{h.asset.symbol}"),
+                                   WhitelistPurpose.CUSTODY)
     detection = {"witness": w.witness.pk}
     for h in holdings:
         detection |= {f"h{h.pk}_observed": plain_amount(h.asset, h.declared_amount),
@@ -155,6 +175,9 @@ def test_an_entrustment_goes_from_draft_to_closed_entirely_through_the_page(clie
         assert lot.state == LotState.RESERVE_SET
     e = moved_to(e, S.RESERVE_SET)
 
+    for a in assets:
+        whitelist_through_the_page(client, w, e, a, demo_address(a.address_format, f"osl-{a.symbol}"),
+                                   WhitelistPurpose.PLATFORM_DEPOSIT, platform=w.osl)
     deposits = {"platform": w.osl.pk}
     for a in assets:
         fee = FEE[a.symbol]
@@ -203,9 +226,16 @@ def test_an_entrustment_goes_from_draft_to_closed_entirely_through_the_page(clie
     e = moved_to(e, S.PROCEEDS_RECEIVED)
     rate = Decimal("7.1234")
     cny = (net * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    act(client, w.agency_officer, e, "fx_approval", {
-        "currency": "USD", "approval_reference": "SAFE-1", "bop_declaration_no": "BOP-1", "rate": str(rate),
-        "amount_cny": str(cny), "slip_reference": "FX-SLIP-1"})
+    fx = {"currency": "USD", "approval_reference": "SAFE-1", "bop_declaration_no": "BOP-1", "rate": str(rate),
+          "amount_cny": str(cny), "slip_reference": "FX-SLIP-1"}
+    # FX is recorded only for an FX application the agency's approver approved: refused (and said why) before.
+    refused = act(client, w.agency_officer, e, "fx_approval", fx, expect=400)
+    assert "FX application is not approved" in " ".join(errors_in(refused))
+    assert "fx_application_approve" not in offered(client, w.agency_officer, e)
+    act(client, w.agency_approver, e, "fx_application_approve", {"reason": "Amounts match the bank's advice."})
+    assert "fx_application_approve" not in offered(client, w.agency_approver, e)  # approved: nothing left
+    assert reload(e).state == S.PROCEEDS_RECEIVED
+    act(client, w.agency_officer, e, "fx_approval", fx)
     e = moved_to(e, S.FX_CLEARED)
     act(client, w.shunyi_officer, e, "special_account_credit", {"amount_cny": str(cny), "slip_reference": "CR-1"})
     e = moved_to(e, S.CREDITED)
