@@ -138,8 +138,8 @@ class Lifecycle(RuleBasedStateMachine):
         "plan_lots", "propose_reserve", "approve_reserve", "transfer", "deposit_confirm", "transfer_fail",
         "aml_hold", "inquiry_open", "quote", "inquiry_close", "award_approve", "execute", "exhaust", "suspend",
         "offshore_receipt", "fx_application_approve", "fx_approve", "fx_reject", "fx_resubmit", "credit",
-        "victim_return_prepare", "victim_return_approve", "remittance_prepare", "remittance_approve", "close", "cancel", "default",
-        "reopen", "dispute_open", "dispute_resolve"]))
+        "victim_return_prepare", "victim_return_approve", "remittance_prepare", "remittance_approve", "close",
+        "cancel", "default", "reopen", "dispute_open", "dispute_resolve"]))
     def act(self, data, action):
         self.attempt(lambda: getattr(self, f"do_{action}")(data))
 
