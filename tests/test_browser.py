@@ -1,8 +1,8 @@
 """One case from intake to closed in Chromium, each step taken by the right person in their own browser.
 
-Five people sign in through the login page, each in a separate browser context with a
+Six people sign in through the login page, each in a separate browser context with a
 Chinese (zh-CN) locale: the bureau's officer and approver, BCE's officer and approver, and the
-service agency's officer. The officer registers the case, its legal basis and two holdings and
+service agency's officer and approver. The officer registers the case, its legal basis and two holdings and
 drafts the entrustment; from then on every step is taken on the entrustment page by opening the
 action's box and submitting its form (through htmx, as people do). The live server shares the
 test database, so each step is checked against the entrustment's state there. A full-page
@@ -23,7 +23,8 @@ from playwright.sync_api import expect
 
 from cases.demo import demo_address
 from cases.forms import plain_amount
-from cases.models import Case, Entrustment, EntrustmentState, Event, EventType, Lot, LotState, net_proceeds_by_currency
+from cases.models import (Case, Entrustment, EntrustmentState, Event, EventType, Lot, LotState, WhitelistedAddress,
+                          WhitelistPurpose, WhitelistState, net_proceeds_by_currency)
 from cases.services import custody_balance
 from documents.models import Document
 
@@ -56,7 +57,7 @@ def portal(live_server, settings, tmp_path, monkeypatch):
     settings.DOCUMENT_PKI_DIR, settings.DOCUMENT_TRUST_ROOTS = tmp_path / "pki", []
     call_command("make_dev_pki", dir=str(settings.DOCUMENT_PKI_DIR))
     for user in (world.shunyi_officer, world.shunyi_approver, world.bce_officer, world.bce_approver,
-                 world.agency_officer):
+                 world.agency_officer, world.agency_approver):
         user.set_password(PASSWORD)
         user.save()
     board = Board()
@@ -147,7 +148,7 @@ def test_a_case_goes_from_intake_to_closed_in_the_browser(portal):
     assert officer.page.evaluate("() => typeof window.htmx") == "object"  # the page's forms go through htmx
     camera.shoot(officer.page, "entrustment-drafted")
 
-    # --- the other four people sign in
+    # --- the other four people sign in (the agency's approver when the FX application is due)
     bureau_approver = person(w.shunyi_approver)
     bce_approver = person(w.bce_approver)
     bce_officer = person(w.bce_officer)
@@ -167,7 +168,21 @@ def test_a_case_goes_from_intake_to_closed_in_the_browser(portal):
     assert e.agency == w.agency
     e = step(bce_officer, "post_bond", {"posted_cny": "11000000.00", "reference": "BG-2025-900"}, state=S.BONDED)
 
+    def whitelist(asset, address, purpose, platform=None):
+        """The agency's officer proposes one of its addresses on the page; BCE's approver approves it there."""
+        values = {"asset": asset.pk, "address": address, "purpose": purpose}
+        step(agency, "whitelist_propose", values | ({"platform": platform.pk} if platform else {}),
+             name=f"whitelist-propose-{asset.symbol}-{purpose}")
+        entry = WhitelistedAddress.objects.get(organisation=w.agency, asset=asset, address=address, purpose=purpose,
+                                               state=WhitelistState.PROPOSED)
+        step(bce_approver, "whitelist_approve", {"entry": entry.pk}, name=f"whitelist-approve-{asset.symbol}-{purpose}")
+        entry.refresh_from_db()
+        assert entry.state == WhitelistState.APPROVED  # the test policy has no cooling period
+
     held = list(e.holdings.select_related("asset").order_by("asset__symbol"))
+    # Coins go only to whitelisted addresses: the agency's vaults first.
+    for h in held:
+        whitelist(h.asset, demo_address(h.asset.address_format, f"custody-{h.asset.symbol}"), WhitelistPurpose.CUSTODY)
     detection = {"witness": w.witness.pk}
     for h in held:
         detection |= {f"h{h.pk}_observed": plain_amount(h.asset, h.declared_amount),
@@ -199,6 +214,8 @@ def test_a_case_goes_from_intake_to_closed_in_the_browser(portal):
         assert lot.state == LotState.RESERVE_SET
     e = in_state(e, S.RESERVE_SET)
 
+    for a in assets:  # and the agency's deposit addresses at OSL
+        whitelist(a, demo_address(a.address_format, f"osl-{a.symbol}"), WhitelistPurpose.PLATFORM_DEPOSIT, w.osl)
     deposits = {"platform": w.osl.pk}
     for a in assets:
         fee = FEE[a.symbol]
@@ -251,6 +268,8 @@ def test_a_case_goes_from_intake_to_closed_in_the_browser(portal):
     e = step(agency, "offshore_receipt", {
         "bank": w.hk_bank.pk, "currency": "USD", "amount": str(net), "bank_reference": "HKB-900",
         "value_date": timezone.localdate().isoformat()}, state=S.PROCEEDS_RECEIVED)
+    # The agency's approver approves the FX application before the officer records the conversion.
+    step(person(w.agency_approver), "fx_application_approve", {"reason": "金额与银行入账通知一致。"})
     rate = Decimal("7.1234")
     cny = (net * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     e = step(agency, "fx_approval", {
