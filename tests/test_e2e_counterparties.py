@@ -151,6 +151,12 @@ def state_of(entrustment):
     return Entrustment.objects.get(pk=entrustment.pk).state
 
 
+def sold(entrustment) -> bool:
+    """Every lot executed. The bank's statements are polled alongside, so the proceeds may already be received
+    by the time the test looks; FX waits there for its approval, so no later state is seen before that."""
+    return state_of(entrustment) in ("sold", "proceeds_received")
+
+
 def approving_whitelist(world, predicate):
     """BCE's approver approves what the agency's worker proposed for the whitelist, as a person would on the
     page, while waiting for `predicate`."""
@@ -159,6 +165,20 @@ def approving_whitelist(world, predicate):
     def check():
         for entry in whitelist.pending_for(world.agency):
             whitelist.whitelist_approve(actor=world.bce_approver, entry=entry)
+        return predicate()
+
+    return check
+
+
+def approving_fx(world, entrustment, predicate):
+    """The agency's approver approves the FX application, as a person would on the page, once the proceeds are
+    received offshore (the worker orders the FX settlement only then), while waiting for `predicate`."""
+    from settlements import services as money
+
+    def check():
+        current = Entrustment.objects.get(pk=entrustment.pk)
+        if current.state == "proceeds_received" and not money.fx_application_approved(current):
+            money.fx_application_approve(actor=world.agency_approver, entrustment=current)
         return predicate()
 
     return check
@@ -193,9 +213,10 @@ def test_an_entrustment_moves_by_itself_from_bond_to_remittance(world, configure
             state=LotState.AWARD_PENDING).exists()), what="deposit and inquiry")
         for lot in Lot.objects.filter(entrustment=entrustment):
             services.award_approve(actor=world.bce_approver, lot=lot)
-        workers.until(lambda: state_of(entrustment) == "sold", what="execution")
+        workers.until(lambda: sold(entrustment), what="execution")
         # The platform settles into the offshore account; the bank's notifications drive FX and the credit.
-        workers.until(lambda: state_of(entrustment) == "credited", what="settlement, FX and credit", timeout=90)
+        workers.until(approving_fx(world, entrustment, lambda: state_of(entrustment) == "credited"),
+                      what="settlement, FX approval, FX and credit", timeout=90)
         from settlements import services as money
 
         money.remittance_prepare(actor=world.shunyi_officer, entrustment=entrustment,
