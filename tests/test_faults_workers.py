@@ -16,7 +16,7 @@ from cases.models import Asset, Lot, LotState
 from counterparties.models import Job, OperationalException
 from emulators.world import start_world
 
-from .test_e2e_counterparties import LiveFlow, Workers, approving_whitelist, state_of
+from .test_e2e_counterparties import LiveFlow, Workers, approving_whitelist, sold, state_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -96,7 +96,7 @@ def test_a_worker_killed_while_accepting_a_quote_neither_loses_nor_repeats_the_o
         workers.kill()  # SIGKILL: no cleanup, the lease and the message are left behind
         outside.exchange.set_latency(0.0)
         workers.start()
-        workers.until(lambda: state_of(entrustment) == "sold", what="execution after the kill")
+        workers.until(lambda: sold(entrustment), what="execution after the kill")
     finally:
         log = workers.stop()
     assert not OperationalException.objects.filter(entrustment=entrustment).exists(), log
@@ -119,7 +119,7 @@ def test_a_platform_timing_out_on_the_accept_is_resolved_by_the_order_id_not_by_
         for lot in Lot.objects.filter(entrustment=entrustment):
             for _ in range(3):
                 workers.client.send_task("counterparties.tasks.execute", args=[lot.pk], queue=workers.queue)
-        workers.until(lambda: state_of(entrustment) == "sold", what="execution through faults")
+        workers.until(lambda: sold(entrustment), what="execution through faults")
     finally:
         log = workers.stop()
     assert not OperationalException.objects.filter(entrustment=entrustment).exclude(kind="outage").exists(), log
