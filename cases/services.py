@@ -506,6 +506,10 @@ def custody_receive(*, actor, entrustment: Entrustment, transfers: list[Transfer
     membership = require(actor, entrustment.agency, OFFICER)
     if not entrustment.bond_covers():
         raise DisposalError(_("No coin may move before the performance bond covers the required ratio."))
+    if not can_proceed(entrustment.receive_into_custody):
+        # Before any transfer row is written: in a later state the hand-over's references already exist, and a
+        # second one would fail on the database's unique constraint instead of being refused.
+        raise DisposalError(_transition_refusal(entrustment, "receive_into_custody"))
     holdings = {h.pk: h for h in entrustment.holdings.select_for_update(of=("self",))}
     if {t.holding.pk for t in transfers if t.holding} != set(holdings) or any(t.holding is None for t in transfers):
         raise ValidationError({"transfers": _("Record one transfer for each holding of the entrustment.")})
