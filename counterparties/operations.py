@@ -60,7 +60,17 @@ def _entrustment(entrustment_id: int) -> Entrustment:
 
 
 def _refused(entrustment, kind: str, key: str, exc: Exception, **details):
-    """A service or a counterparty refused: say so on the entrustment, once per key."""
+    """A service or a counterparty refused: say so on the entrustment, once per key.
+
+    A service refusing because the entrustment has meanwhile moved on is no exception: another worker (or a
+    person) took the step first — two dispatches of the same step racing is normal.
+    """
+    if isinstance(exc, DisposalError) and not isinstance(exc, PermanentError):
+        current = Entrustment.objects.filter(pk=entrustment.pk).values_list("state", flat=True).first()
+        if current != entrustment.state:
+            log.info("%s: %s moved on (%s → %s), step done elsewhere", key, entrustment.number, entrustment.state,
+                     current)
+            return None
     if isinstance(exc, PermanentError):
         return record_exception(entrustment=entrustment, kind=kind, key=key, message=exc.message,
                                 party=exc.party, code=exc.code, details=details)
