@@ -50,8 +50,11 @@ class Command(BaseCommand):
     def _seed(self, password: str) -> bool:
         User = get_user_model()
         jurisdiction, _ = Jurisdiction.objects.get_or_create(code="beijing", defaults={"name": "北京"})
+        # The demo's whitelist cooling period is 0 hours (DEMO_WHITELIST_COOLING_HOURS) so that a demo can go
+        # from bond to remittance in one sitting; a real policy keeps the model's default of 24 hours.
         DisposalPolicy.objects.get_or_create(jurisdiction=jurisdiction, is_current=True,
-                                             defaults={"name": "北京模式 2025"})
+                                             defaults={"name": "北京模式 2025", "whitelist_cooling_hours":
+                                                       int(os.environ.get("DEMO_WHITELIST_COOLING_HOURS", "0"))})
         orgs = {}
         for code, kind, name, name_en in demo.ORGANISATIONS:
             orgs[code], _ = Organisation.objects.get_or_create(
