@@ -443,9 +443,14 @@ def execute(lot_id: int) -> str:
         if exchange is None:
             return "platform not enabled"
         try:
+            order = None
             if found.result.get("accepted"):
-                order = exchange.order_status(order_id)
-            else:
+                # An accept whose outcome was unknown: the venue's record under our id decides. When it has
+                # nothing executed under it, accepting again with the same id is safe (it cannot fill twice).
+                order = _existing_order(exchange, order_id)
+                if order is None:
+                    remember(found, accepted=False)
+            if order is None:
                 try:
                     order = exchange.accept_quote(quote.reference, order_id)
                 except IndeterminateResult:

@@ -41,7 +41,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from agencies.models import Organisation
-from cases.models import Entrustment, EntrustmentState, Fill
+from cases.models import Entrustment, EntrustmentState, Fill, LotState
 from cases.workflow import DisposalError
 from counterparties.automation import claimed, finish, job, remember, service_user
 from counterparties.banks import Debtor, Payment, PaymentState, build_pain001
@@ -260,16 +260,25 @@ def poll_bank_statements() -> dict:
                              % {"why": rejected.error.message}, details={"document": rejected.source})
         outcomes: dict[str, int] = {}
         for source, statements in groupby(batch.statements, key=lambda s: s.source):
-            for statement in statements:
-                context.statement = statement
-                for entry in statement.entries:
-                    outcome = _handle(context, entry)
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            try:
+                for statement in statements:
+                    context.statement = statement
+                    for entry in statement.entries:
+                        outcome = _handle(context, entry)
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            except _NotYet as early:
+                # The cursor stays before this document; what in it was recorded is refused as a duplicate
+                # (by bank reference) when it is read again.
+                return {"status": "waiting for the sale to be recorded", "entry": str(early), **outcomes}
             if source:
                 remember(found, cursor=source)
         if batch.cursor != cursor:
             remember(found, cursor=batch.cursor)
         return {"status": "read", "cursor": batch.cursor, "rejected": len(batch.rejected), **outcomes}
+
+
+class _NotYet(Exception):
+    """A credit for an order whose fills the portal has not recorded yet."""
 
 
 def _handle(ctx: _Context, entry: Entry) -> str:
@@ -341,6 +350,10 @@ def _lot_credit(ctx: _Context, entrustment: Entrustment, entry: Entry, sequence:
             "Lot %(n)s was sold for %(want)s, but the bank credited %(amt)s %(cur)s for it.")
             % {"n": sequence, "want": lot.quote_currency, "amt": entry.amount, "cur": entry.currency})
     sums = Fill.objects.filter(lot=lot, currency=entry.currency).aggregate(gross=Sum("gross"), fee=Sum("fee"))
+    if sums["gross"] is None and lot.state == LotState.EXECUTING:
+        # The platform settled before our worker recorded the fills (a restarted worker, a slow poll): read
+        # this document again next time rather than call a normal race an exception.
+        raise _NotYet(entry.end_to_end_id)
     if sums["gross"] is None:
         return ctx.exception(entrustment, entry, "not-sold", _(
             "The bank credited %(amt)s %(cur)s for lot %(n)s, which has no recorded sale.")
