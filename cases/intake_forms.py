@@ -123,6 +123,12 @@ class LegalBasisForm(forms.Form):
 
 
 class AssetChoiceField(forms.ModelChoiceField):
+    def to_python(self, value):
+        # int() reads any Unicode digit ("႘" is 8): only the plain ids the form offers name an asset.
+        if value not in self.empty_values and not (str(value).isascii() and str(value).isdigit()):
+            raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
     def label_from_instance(self, obj):
         return f"{obj.symbol} — {obj.name} ({obj.chain})"
 
