@@ -92,7 +92,7 @@ def test_a_hand_over_reorganised_away_after_its_confirmations_is_caught_by_the_r
     live.chains["litecoin"].reorg(4)  # deeper than the confirmations required
     assert operations.recheck_transfers() >= 1
     exception = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.CHAIN)
-    assert "no longer on the main chain" in exception.message
+    assert exception.key.startswith("reorg:") and exception.details["txid"] in exception.message
     assert operations.blocked(entrustment)
 
 
@@ -151,7 +151,7 @@ def test_a_bond_the_market_has_outgrown_gets_a_top_up_call(world, live, monkeypa
     monkeypatch.setenv("PORTAL_USDCNY_REFERENCE_RATE", "7.10")
     assert operations.remark_bonds() == 1
     call = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.BOND)
-    assert "Top-up call" in call.message and call.details["posted_cny"] == "100.00"
+    assert call.key.startswith("topup:") and call.details["posted_cny"] == "100.00" and "100.00" in call.message
     assert Decimal(call.details["required_cny"]) > Decimal("100.00")
     assert operations.remark_bonds() == 1  # the same call again: one open exception, seen twice
     assert OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.BOND).occurrences == 2
@@ -180,5 +180,6 @@ def test_a_market_moving_beyond_the_policy_limit_during_a_round_suspends_it(worl
     finally:
         live.exchange.set_market_minute(None)
     lot.refresh_from_db()
-    assert lot.history.filter(state=LotState.SUSPENDED).first().history_change_reason.startswith("The market moved")
+    # The reason (in the portal's language) names the policy's limit and both prices.
+    assert "0.5" in lot.history.filter(state=LotState.SUSPENDED).first().history_change_reason
     assert not lot.fills.exists()
