@@ -132,7 +132,7 @@ ADMIN_MODELS = {
     "cases.evidencefile": READ_ONLY, "cases.detection": READ_ONLY, "cases.cointransfer": READ_ONLY,
     "cases.reserveprice": READ_ONLY, "cases.inquiryround": READ_ONLY, "cases.quote": READ_ONLY,
     "cases.fill": READ_ONLY, "cases.asset": EDITABLE, "cases.jurisdiction": EDITABLE,
-    "cases.disposalpolicy": EDITABLE, "cases.sequence": READ_ONLY,
+    "cases.disposalpolicy": EDITABLE, "cases.sequence": READ_ONLY, "cases.whitelistedaddress": READ_ONLY,
     "agencies.organisation": EDITABLE, "agencies.membership": EDITABLE,
     "agencies.appointment": READ_ONLY, "agencies.performancebond": READ_ONLY,
     "settlements.offshorereceipt": READ_ONLY, "settlements.fxconversion": READ_ONLY,
