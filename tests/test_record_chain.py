@@ -267,8 +267,8 @@ def test_a_database_written_before_the_chain_is_adopted_in_a_deterministic_order
 @pytest.mark.concurrency
 @pytest.mark.django_db(transaction=True)
 def test_many_writers_at_once_leave_one_gap_free_valid_chain():
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks are proven on PostgreSQL; SQLite takes one writer at a time by design")
+    # Like tests/test_concurrency.py: without PostgreSQL the run fails here rather than skipping the proof.
+    assert connection.vendor == "postgresql", "row locks are proven on PostgreSQL; set DATABASE_URL"
     world = World()
     cases = [services.case_register(actor=world.shunyi_officer, bureau=world.shunyi,
                                     case_number=f"顺公立字〔2025〕{950 + i}号", title="并发", seized_at=SEIZED_AT,
@@ -311,8 +311,8 @@ def test_whole_lifecycles_in_parallel_do_not_deadlock_on_the_chain_head():
     foreign keys at COMMIT (Django makes them deferred): a row pointing at an asset waits there for
     anyone holding that asset FOR UPDATE. `select_for_update()` on holdings without of=("self",)
     locks the shared asset rows too (Holding orders by asset__symbol, a join): that is a deadlock."""
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks are proven on PostgreSQL; SQLite takes one writer at a time by design")
+    # Like tests/test_concurrency.py: without PostgreSQL the run fails here rather than skipping the proof.
+    assert connection.vendor == "postgresql", "row locks are proven on PostgreSQL; set DATABASE_URL"
     world, errors = World(), []
     flows = [Flow(world, case_number=f"顺公立字〔2025〕{970 + i}号") for i in range(4)]
     barrier = threading.Barrier(len(flows))
