@@ -32,13 +32,10 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import secrets
 import signal
-import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,6 +47,7 @@ from eth_utils import function_signature_to_4byte_selector, is_hex_address, to_c
 
 from counterparties.chains.base import AssetRef
 from emulators.chains import SentTx
+from emulators.serving import JsonHandler, Server, control_action, write_credentials
 
 HOST = "127.0.0.1"
 CHAIN = "ethereum"
@@ -59,7 +57,6 @@ TOKEN_TRANSFER_GAS = 100_000  # limit; a vyper ERC-20 transfer uses about 35-52k
 GAS_ALLOWANCE = 10**16  # 0.01 ETH: what `fund` gives a token holder so it can pay for transfers
 TREASURY_ETH = 10**24  # the emulator's own account: mints tokens, funds addresses
 MAX_LOG_RANGE = 10_000  # blocks per eth_getLogs, as public endpoints limit it
-MAX_BODY = 1 << 20
 CONTRACT_SOURCE = Path(__file__).with_name("contracts") / "usdt.vy"
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
@@ -101,8 +98,8 @@ class EvmNode:
         self.chain_id: int = self.tester.backend.chain.chain_id
         self._keys: dict[str, Any] = {}  # checksum address -> eth_account LocalAccount
         self._snapshots: dict[int, int] = {0: self.tester.take_snapshot()}  # height -> eth-tester snapshot
-        self._server: _Server | None = None
-        self._control_server: _Server | None = None
+        self._server: Server | None = None
+        self._control_server: Server | None = None
         self._miner: threading.Thread | None = None
         self._miner_stop = threading.Event()
         self._block_time: float | None = None
@@ -526,66 +523,7 @@ _RPC_METHODS: dict[str, Callable[..., Any]] = {
 
 # -- HTTP ----------------------------------------------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    """Remembers its open connections, so that stopping also cuts keep-alive clients off, as a node that
-    went down would."""
-
-    daemon_threads = True
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.connections: set[socket.socket] = set()
-        super().__init__(*args, **kwargs)
-
-    def get_request(self):
-        connection, address = super().get_request()
-        self.connections.add(connection)
-        return connection, address
-
-    def shutdown_request(self, request):
-        self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        for connection in list(self.connections):
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        pass  # a client that hung up is not news
-
-
-class _JsonHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    verbose = False
-
-    def log_message(self, fmt, *args):
-        if self.verbose:
-            sys.stderr.write(f"{self.server_version}: {fmt % args}\n")
-
-    def _reply(self, status: int, value: Any) -> None:
-        body = json.dumps(value).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass
-
-    def _body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._reply(413, {"error": "request too large"})
-            return None
-        return self.rfile.read(length) if length else b""
-
-
-class _RpcHandler(_JsonHandler):
+class _RpcHandler(JsonHandler):
     server_version = "EvmEmulator/1"
     node: EvmNode
 
@@ -620,41 +558,7 @@ def _rpc_error(request_id: Any, exc: RpcError) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
-def control_action(control, action: str, body: dict) -> Any:
-    """One call of the control API on a ``ChainControl`` (the EVM and TRON emulators share its shape)."""
-    def asset(symbol: str) -> AssetRef:
-        for candidate in control.assets():
-            if candidate.symbol == symbol:
-                return candidate
-        raise ValueError(f"no asset {symbol!r} on {control.chain}")
-
-    def amount(value: Any) -> int:
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"amount must be an integer of base units, not {value!r}")
-
-    if action == "assets":
-        return [{"symbol": a.symbol, "chain": a.chain, "decimals": a.decimals, "contract": a.contract}
-                for a in control.assets()]
-    if action == "new_address":
-        return control.new_address()
-    if action == "fund":
-        return control.fund(body["address"], asset(body["asset"]), amount(body["amount"]))
-    if action == "send":
-        sent = control.send(body["from_address"], body["to_address"], asset(body["asset"]), amount(body["amount"]),
-                            subtract_fee=bool(body.get("subtract_fee", False)))
-        return {"txid": sent.txid, "amount": str(sent.amount), "fee": str(sent.fee)}
-    if action == "mine":
-        return control.mine(int(body.get("blocks", 1)))
-    if action == "reorg":
-        control.reorg(int(body["depth"]))
-        return None
-    raise LookupError(action)
-
-
-class _ControlHandler(_JsonHandler):
+class _ControlHandler(JsonHandler):
     server_version = "EvmEmulatorControl/1"
     node: EvmNode
     token: str
@@ -679,7 +583,7 @@ def start_evm_node(*, port: int = 0, block_time: float | None = None, finality_d
     """Start an emulated Ethereum chain serving JSON-RPC on 127.0.0.1:`port` (0: any free port)."""
     node = EvmNode(finality_depth=finality_depth)
     handler = type("RpcHandler", (_RpcHandler,), {"node": node, "verbose": verbose})
-    node._server = _Server((HOST, port), handler)
+    node._server = Server((HOST, port), handler)
     node.url = f"http://{HOST}:{node._server.server_address[1]}"
     threading.Thread(target=node._server.serve_forever, kwargs={"poll_interval": 0.1}, name="evm-rpc",
                      daemon=True).start()
@@ -690,19 +594,11 @@ def start_evm_node(*, port: int = 0, block_time: float | None = None, finality_d
 def serve_control(node: EvmNode, *, port: int, token: str) -> str:
     """Serve the control API for another process (the custody emulator); returns its URL."""
     handler = type("ControlHandler", (_ControlHandler,), {"node": node, "token": token})
-    node._control_server = _Server((HOST, port), handler)
+    node._control_server = Server((HOST, port), handler)
     node.control_url = f"http://{HOST}:{node._control_server.server_address[1]}"
     threading.Thread(target=node._control_server.serve_forever, kwargs={"poll_interval": 0.1},
                      name="evm-control", daemon=True).start()
     return node.control_url
-
-
-def write_credentials(path: str | os.PathLike, values: dict) -> None:
-    """Write the credentials file readable by its owner only (it holds the control token)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its old mode otherwise
-    with os.fdopen(fd, "w") as f:
-        json.dump(values, f, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
@@ -46,6 +45,7 @@ from bip_utils import Base58Encoder, Secp256k1PrivateKey, TrxAddrDecoder, TrxAdd
 
 from counterparties.chains.base import AssetRef
 from emulators.chains import SentTx
+from emulators.serving import JsonHandler, Server, control_action, write_credentials
 
 HOST = "127.0.0.1"
 CHAIN = "tron"
@@ -403,26 +403,9 @@ def _check_amount(amount: int) -> None:
 
 # -- HTTP ----------------------------------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "TronGridEmulator/1"
-    protocol_version = "HTTP/1.1"
     ledger: TronLedger
-    verbose = False
-
-    def log_message(self, fmt, *args):
-        if self.verbose:
-            sys.stderr.write(f"tron-emulator: {fmt % args}\n")
-
-    def _reply(self, status: int, value: Any) -> None:
-        body = json.dumps(value).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass
 
     def do_GET(self):
         self._handle("GET", b"")
@@ -488,7 +471,6 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.ledger.control_token
         if token is None or not secrets.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}"):
             return self._reply(401, {"error": "missing or wrong bearer token"})
-        from emulators.evm import control_action  # the same control API as the EVM emulator's
 
         try:
             result = control_action(self.ledger, action, json.loads(body or b"{}"))
@@ -515,11 +497,10 @@ def start_tron_emulator(*, port: int = 0, api_key: str | None = None, block_time
                         solidify_depth: int = SOLIDIFY_DEPTH, control_token: str | None = None,
                         verbose: bool = False) -> TronLedger:
     """Serve a fresh simulated TRON ledger on 127.0.0.1:`port` (0: any free port)."""
-    from emulators.evm import _Server  # the threading server that also cuts keep-alive clients off on stop
 
     ledger = TronLedger(api_key=api_key, solidify_depth=solidify_depth, control_token=control_token)
     handler = type("TronHandler", (_Handler,), {"ledger": ledger, "verbose": verbose})
-    ledger._server = _Server((HOST, port), handler)
+    ledger._server = Server((HOST, port), handler)
     ledger.url = f"http://{HOST}:{ledger._server.server_address[1]}"
     ledger.control_url = f"{ledger.url}/_control"
     threading.Thread(target=ledger._server.serve_forever, kwargs={"poll_interval": 0.1}, name="tron-grid",
@@ -529,7 +510,6 @@ def start_tron_emulator(*, port: int = 0, api_key: str | None = None, block_time
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emulators.evm import write_credentials
 
     parser = argparse.ArgumentParser(prog="python -m emulators.tron", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8590)
