@@ -46,7 +46,7 @@ from counterparties.errors import IndeterminateResult, PermanentError
 from counterparties.exceptions import open_exceptions, record_exception
 from counterparties.exchanges import registry as platforms
 from counterparties.exchanges.base import DepositStatus, OrderStatus
-from counterparties.models import ExceptionKind, JobState
+from counterparties.models import ExceptionKind, Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,6 @@ def hand_over(entrustment_id: int) -> str:
         reference = f"{entrustment.number}-C{holding.pk}"
         with claimed(reference, "custody_transfer", entrustment) as found:
             if found is None:
-                from counterparties.models import Job
-
                 found = Job.objects.get(key=reference)
                 if found.state != JobState.DONE:
                     waiting = True
@@ -291,8 +289,12 @@ def watch_deposits(entrustment_id: int) -> str:
     agent = service_user(entrustment.agency)
     pending = list(CoinTransfer.objects.filter(entrustment=entrustment, kind=TransferKind.TO_PLATFORM,
                                                status=TransferStatus.INSTRUCTED).select_related("asset"))
-    if not pending or any(not t.txid for t in pending):
+    if not pending:
         return "waiting for broadcast"
+    if any(not t.txid for t in pending):
+        # Instructed but not broadcast: the worker doing it died inside the custody call (the instruction is
+        # committed before custody is asked). Finish it under the same reference; custody acts once per reference.
+        return deposit(entrustment_id)
     credited = 0
     for transfer in pending:
         seen = exchange.deposit_status(transfer.txid)
@@ -342,19 +344,26 @@ def run_inquiry(lot_id: int) -> str:
     """
     lot = Lot.objects.select_related("entrustment__agency", "entrustment__platform", "asset").get(pk=lot_id)
     entrustment = lot.entrustment
-    if lot.state != LotState.RESERVE_SET or entrustment.state not in (EntrustmentState.AT_PLATFORM,
-                                                                      EntrustmentState.SELLING):
+    if lot.state not in (LotState.RESERVE_SET, LotState.INQUIRY) or \
+            entrustment.state not in (EntrustmentState.AT_PLATFORM, EntrustmentState.SELLING):
         return "not due"
     if not automated(entrustment) or entrustment.platform is None or not platforms.is_enabled(entrustment.platform):
         return "not automated"
     agent = service_user(entrustment.agency)
-    round_number = lot.rounds.count() + 1
+    # An open round is resumed, not opened again: its opener died after opening it (the round is committed
+    # before the venue is asked). Its RFQ keeps the round's client id, which the venue treats as the same RFQ.
+    resuming = lot.state == LotState.INQUIRY
+    round_number = lot.current_round().number if resuming else lot.rounds.count() + 1
     reference = client_ref(lot, round_number)
+    if resuming and not Job.objects.filter(key=f"rfq:{reference}").exists():
+        return "round opened by a person"  # quotes taken by hand are not the worker's to close
     with claimed(f"rfq:{reference}", "rfq", entrustment) as found:
         if found is None:
             return "claimed elsewhere"
         exchange = platforms.exchange_for(entrustment.platform, recorder=recorder_for(entrustment))
-        services.inquiry_open(actor=agent, lot=lot)
+        if not resuming:
+            services.inquiry_open(actor=agent, lot=lot)
+        recorded = set(lot.current_round().quotes.values_list("reference", flat=True))
         symbol = f"{lot.asset.symbol}/{lot.quote_currency}"
         try:
             quotes = exchange.request_quotes(symbol, "sell", int(lot.quantity), lot.asset.decimals, reference)
@@ -363,6 +372,8 @@ def run_inquiry(lot_id: int) -> str:
             _refused(entrustment, ExceptionKind.INQUIRY, f"rfq:{reference}", exc)
         now = timezone.now()
         for quote in quotes:
+            if quote.quote_id[:100] in recorded:
+                continue  # recorded before the predecessor died
             problem = None
             if quote.symbol.replace("-", "/").upper() != symbol.upper():
                 problem = _("quote %(id)s is for %(sym)s, not %(want)s") % {"id": quote.quote_id, "sym": quote.symbol,
@@ -512,8 +523,6 @@ def _existing_order(exchange, order_id: str):
 
 def recheck_transfers(hours: int = 24) -> int:
     """Ask the chain again about recent confirmed hand-overs: a re-organisation after the threshold is caught."""
-    from counterparties.models import Job
-
     since = timezone.now() - timezone.timedelta(hours=hours)
     flagged = 0
     for found in Job.objects.filter(kind="custody_transfer", state=JobState.DONE, updated_at__gte=since) \

@@ -100,12 +100,13 @@ def dispatch() -> int:
         if operations.automated(entrustment) and not operations.blocked(entrustment):
             current_app.send_task(ENTRUSTMENT_STEPS[entrustment.state], args=[entrustment.pk])
             sent += 1
-    lots = Lot.objects.filter(state__in=[LotState.RESERVE_SET, LotState.EXECUTING],
+    # An open inquiry is dispatched too: a round whose worker died is resumed by run_inquiry.
+    lots = Lot.objects.filter(state__in=[LotState.RESERVE_SET, LotState.INQUIRY, LotState.EXECUTING],
                               entrustment__state__in=[EntrustmentState.AT_PLATFORM, EntrustmentState.SELLING]) \
         .select_related("entrustment__agency")
     for lot in lots:
         if operations.automated(lot.entrustment) and not operations.blocked(lot.entrustment):
-            name = "run_inquiry" if lot.state == LotState.RESERVE_SET else "execute"
+            name = "execute" if lot.state == LotState.EXECUTING else "run_inquiry"
             current_app.send_task(f"counterparties.tasks.{name}", args=[lot.pk])
             sent += 1
     # The bank side: FX orders and treasury payments that are due (statements are polled on their own).

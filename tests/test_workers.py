@@ -183,3 +183,64 @@ def test_a_market_moving_beyond_the_policy_limit_during_a_round_suspends_it(worl
     # The reason (in the portal's language) names the policy's limit and both prices.
     assert "0.5" in lot.history.filter(state=LotState.SUSPENDED).first().history_change_reason
     assert not lot.fills.exists()
+
+
+def _at_platform(world, live):
+    flow, entrustment = _reserved(world, live)
+    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
+    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
+    return flow, entrustment, Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
+
+
+@pytest.mark.django_db
+def test_a_round_whose_worker_died_after_opening_it_is_resumed_not_opened_again(world, live):
+    from django.utils import timezone
+
+    from counterparties.automation import service_user
+    from counterparties.models import Job
+
+    _flow, entrustment, lot = _at_platform(world, live)
+    # What a worker killed inside the RFQ call leaves: the round opened, its job claimed by a lease run out.
+    services.inquiry_open(actor=service_user(entrustment.agency), lot=lot)
+    reference = operations.client_ref(lot, 1)
+    Job.objects.create(key=f"rfq:{reference}", kind="rfq", entrustment=entrustment, claimed_by="dead:1",
+                       claimed_until=timezone.now() - timezone.timedelta(seconds=1), attempts=1)
+    assert operations.run_inquiry(lot.pk) == LotState.AWARD_PENDING
+    assert lot.rounds.count() == 1 and lot.rounds.get().quotes.count() >= 2
+    assert Job.objects.get(key=f"rfq:{reference}").state == "done"
+
+
+@pytest.mark.django_db
+def test_a_round_a_person_opened_by_hand_is_left_to_them(world, live):
+    _flow, entrustment, lot = _at_platform(world, live)
+    services.inquiry_open(actor=world.agency_officer, lot=lot)
+    assert operations.run_inquiry(lot.pk) == "round opened by a person"
+    lot.refresh_from_db()
+    assert lot.state == LotState.INQUIRY and not lot.rounds.get().quotes.exists()
+
+
+@pytest.mark.django_db
+def test_a_deposit_instructed_but_never_broadcast_is_sent_by_the_watcher(world, live, monkeypatch):
+    """A worker killed inside custody's call leaves the entrustment transferring with no txid: the watcher,
+    which is what the dispatcher sends in that state, finishes the broadcast under the same reference."""
+    _flow, entrustment = _reserved(world, live)
+
+    class Dies(Exception):
+        pass
+
+    def dying(*args, **kwargs):
+        raise Dies
+
+    from counterparties import custody
+
+    with monkeypatch.context() as patched:
+        patched.setattr(custody.HttpCustody, "transfer", dying)
+        with pytest.raises(Dies):
+            poll(operations.deposit, entrustment.pk, lambda: False, world)
+    assert state(entrustment) == "transferring"
+    assert not CoinTransfer.objects.filter(entrustment=entrustment, kind=TransferKind.TO_PLATFORM).exclude(
+        txid="").exists()
+    operations.watch_deposits(entrustment.pk)
+    assert CoinTransfer.objects.filter(entrustment=entrustment, kind=TransferKind.TO_PLATFORM).exclude(
+        txid="").count() == 2
+    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
