@@ -7,7 +7,6 @@ import factory
 from django.contrib.auth import get_user_model
 
 from agencies.models import Membership, Organisation, OrgKind, Role
-from cases.demo import demo_address
 from cases.models import Asset, DisposalPolicy, Jurisdiction
 
 

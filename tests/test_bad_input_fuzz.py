@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.test import Client

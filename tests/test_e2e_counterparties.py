@@ -91,6 +91,28 @@ class LiveFlow(Flow):
                                                        bce=w.bce)
 
 
+def ready_agency(world, outside, confirmations: int = 3):
+    """The agency banks where the world settles its sales; few confirmations, so that a test does not wait for
+    64 blocks (the rule is the same)."""
+    from .factories import ltc
+
+    ltc()
+    world.agency.offshore_account_no = outside.offshore_account
+    world.agency.save()
+    Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=confirmations)
+
+
+def plan_and_reserve(world, flow, entrustment, price: str = "10"):
+    """BCE plans the lots (leaving room for the deposit's network fee) and sets every lot's reserve."""
+    ltc, eth = flow.asset("LTC"), flow.asset("ETH")
+    services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
+                       fee_allowances={ltc.pk: 1_000_000, eth.pk: 10**16})
+    for lot in Lot.objects.filter(entrustment=entrustment):
+        services.reserve_propose(actor=world.bce_officer, lot=lot, price=price,
+                                 inputs={"reference_prices": [price] * 3, "source": "test floor"})
+        services.reserve_approve(actor=world.bce_approver, lot=lot)
+
+
 def _database_url():
     s = connection.settings_dict
     return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
@@ -187,13 +209,7 @@ def approving_fx(world, entrustment, predicate):
 @pytest.mark.django_db(transaction=True)
 def test_an_entrustment_moves_by_itself_from_bond_to_remittance(world, configured):
     assert connection.vendor == "postgresql"
-    from .factories import ltc
-
-    ltc()
-    world.agency.offshore_account_no = configured.offshore_account
-    world.agency.save()
-    # Few confirmations, so that the test does not wait for 64 blocks; the rule is the same.
-    Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
+    ready_agency(world, configured)
     flow = LiveFlow(world, configured)
     entrustment = flow.to("bonded")
     workers = Workers()
@@ -201,14 +217,7 @@ def test_an_entrustment_moves_by_itself_from_bond_to_remittance(world, configure
     try:
         workers.until(approving_whitelist(world, lambda: state_of(entrustment) == "in_custody"),
                       what="detection, whitelisting and hand-over")
-        # BCE plans the lots (leaving room for the deposit's network fee) and sets the reserves.
-        ltc, eth = flow.asset("LTC"), flow.asset("ETH")
-        services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
-                           fee_allowances={ltc.pk: 1_000_000, eth.pk: 10**16})
-        for lot in Lot.objects.filter(entrustment=entrustment):
-            services.reserve_propose(actor=world.bce_officer, lot=lot, price="10",
-                                     inputs={"reference_prices": ["10", "10", "10"], "source": "test floor"})
-            services.reserve_approve(actor=world.bce_approver, lot=lot)
+        plan_and_reserve(world, flow, entrustment)
         workers.until(approving_whitelist(world, lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
             state=LotState.AWARD_PENDING).exists()), what="deposit and inquiry")
         for lot in Lot.objects.filter(entrustment=entrustment):

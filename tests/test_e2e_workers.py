@@ -17,7 +17,6 @@ import pytest
 import redis
 from django.db import connection
 
-from cases import services
 from cases.models import Event, EventType, Notification
 
 pytestmark = [pytest.mark.e2e]

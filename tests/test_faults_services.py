@@ -17,11 +17,11 @@ import pytest
 from django.db import connection, connections
 
 from cases import services
-from cases.models import Asset, Lot, LotState
+from cases.models import Lot, LotState
 from counterparties.models import OperationalException
 from emulators.world import start_world
 
-from .test_e2e_counterparties import LiveFlow, Workers, approving_whitelist, state_of
+from .test_e2e_counterparties import LiveFlow, Workers, approving_whitelist, plan_and_reserve, ready_agency, state_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -64,17 +64,12 @@ def test_redis_and_postgresql_restarted_mid_disposal_it_completes_with_nothing_t
 
     from settlements import services as money
 
-    from .factories import ltc
-
     assert connection.vendor == "postgresql"
     for name, value in outside.settings().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PORTAL_JOB_LEASE_SECONDS", "4")
     with override_settings(CHAIN_NETWORK="regtest"):
-        ltc()
-        world.agency.offshore_account_no = outside.offshore_account
-        world.agency.save()
-        Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
+        ready_agency(world, outside)
         flow = LiveFlow(world, outside)
         entrustment = flow.to("bonded")
         workers = Workers()
@@ -83,13 +78,7 @@ def test_redis_and_postgresql_restarted_mid_disposal_it_completes_with_nothing_t
             workers.until(approving_whitelist(world, lambda: state_of(entrustment) == "in_custody"),
                           what="detection and hand-over")
             restart_redis()  # every queued message is gone
-            ltc_asset, eth = flow.asset("LTC"), flow.asset("ETH")
-            services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
-                               fee_allowances={ltc_asset.pk: 1_000_000, eth.pk: 10**16})
-            for lot in Lot.objects.filter(entrustment=entrustment):
-                services.reserve_propose(actor=world.bce_officer, lot=lot, price="10",
-                                         inputs={"reference_prices": ["10", "10", "10"], "source": "test floor"})
-                services.reserve_approve(actor=world.bce_approver, lot=lot)
+            plan_and_reserve(world, flow, entrustment)
             workers.until(approving_whitelist(world, lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
                 state=LotState.AWARD_PENDING).exists()), what="deposit and inquiry after the Redis restart")
             for lot in Lot.objects.filter(entrustment=entrustment):

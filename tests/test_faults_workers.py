@@ -12,11 +12,20 @@ import pytest
 from django.db import connection
 
 from cases import services
-from cases.models import Asset, CoinTransfer, Entrustment, Lot, LotState
+from cases.models import CoinTransfer, Entrustment, Lot, LotState
 from counterparties.models import Job, OperationalException
 from emulators.world import start_world
 
-from .test_e2e_counterparties import LiveFlow, Workers, approving_fx, approving_whitelist, sold, state_of
+from .test_e2e_counterparties import (
+    LiveFlow,
+    Workers,
+    approving_fx,
+    approving_whitelist,
+    plan_and_reserve,
+    ready_agency,
+    sold,
+    state_of,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -41,23 +50,12 @@ def configured(outside, monkeypatch):
 
 
 def _to_award(world, outside, workers):
-    from .factories import ltc
-
-    ltc()
-    world.agency.offshore_account_no = outside.offshore_account
-    world.agency.save()
-    Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
+    ready_agency(world, outside)
     flow = LiveFlow(world, outside)
     entrustment = flow.to("bonded")
     workers.until(approving_whitelist(world, lambda: state_of(entrustment) == "in_custody"),
                   what="detection and hand-over")
-    ltc_asset, eth = flow.asset("LTC"), flow.asset("ETH")
-    services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
-                       fee_allowances={ltc_asset.pk: 1_000_000, eth.pk: 10**16})
-    for lot in Lot.objects.filter(entrustment=entrustment):
-        services.reserve_propose(actor=world.bce_officer, lot=lot, price="10",
-                                 inputs={"reference_prices": ["10", "10", "10"], "source": "test floor"})
-        services.reserve_approve(actor=world.bce_approver, lot=lot)
+    plan_and_reserve(world, flow, entrustment)
     workers.until(approving_whitelist(world, lambda: not Lot.objects.filter(entrustment=entrustment).exclude(
         state=LotState.AWARD_PENDING).exists()), what="deposit and inquiry")
     return entrustment
@@ -191,12 +189,7 @@ def test_a_worker_killed_inside_each_kind_of_task_leaves_nothing_lost_or_done_tw
     outside, proxies = proxied
     from settlements import services as money
 
-    from .factories import ltc
-
-    ltc()
-    world.agency.offshore_account_no = outside.offshore_account
-    world.agency.save()
-    Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=3)
+    ready_agency(world, outside)
     outside.exchange.set_quote_ttl(120)  # quotes outlive a kill and a lease
     treasury_before = outside.bank.balance(outside.treasury_account)
     workers = Workers()
@@ -219,16 +212,10 @@ def test_a_worker_killed_inside_each_kind_of_task_leaves_nothing_lost_or_done_tw
         killer.inside("remark_bonds", lambda r: marking(r) and (b"MARK-" in r.body or "MARK-" in r.path),
                       before=send("counterparties.tasks.remark_bonds"))
         send("counterparties.tasks.remark_bonds")()
-        workers.until(lambda: killer.asked_again("remark_bonds", lambda r: r.party == "hashkey" and "decline" in r.path.lower()),
-                      what="bonds marked after the kill")
+        declined = lambda r: r.party == "hashkey" and "decline" in r.path.lower()  # noqa: E731
+        workers.until(lambda: killer.asked_again("remark_bonds", declined), what="bonds marked after the kill")
 
-        ltc_asset, eth = flow.asset("LTC"), flow.asset("ETH")
-        services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
-                           fee_allowances={ltc_asset.pk: 1_000_000, eth.pk: 10**16})
-        for lot in Lot.objects.filter(entrustment=entrustment):
-            services.reserve_propose(actor=world.bce_officer, lot=lot, price="10",
-                                     inputs={"reference_prices": ["10", "10", "10"], "source": "test floor"})
-            services.reserve_approve(actor=world.bce_approver, lot=lot)
+        plan_and_reserve(world, flow, entrustment)
         killer.inside("deposit", _is("custody", "POST", "/v1/transfers"), people=whitelisting)
         killer.inside("watch_deposits", _is("hashkey", "GET", "depositOrders"), people=whitelisting)
         killer.inside("run_inquiry", lambda r: marking(r) and b"MARK-" not in r.body and "MARK-" not in r.path)

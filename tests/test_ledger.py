@@ -12,7 +12,6 @@ from django.utils import translation
 
 from cases import services
 from cases.models import TransferKind, net_proceeds_by_currency
-from cases.services import Observation
 from counterparties.chains.base import Balance, ChainAdapter
 from counterparties.errors import TransientError
 from counterparties.models import ExceptionKind, OperationalException

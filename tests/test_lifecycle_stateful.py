@@ -15,7 +15,6 @@ import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 
-import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum

@@ -6,7 +6,6 @@ Pages are driven with the Django test client and `sign_in`, as the personas of t
 import csv
 import hashlib
 import io
-import re
 from datetime import datetime, timezone as dt_timezone
 
 import pytest
@@ -18,7 +17,7 @@ from openpyxl import Workbook
 
 from cases import intake, services
 from cases.demo import demo_address
-from cases.models import Asset, Case, Entrustment, Event, EvidenceFile, Holding
+from cases.models import Case, Entrustment, Event, EvidenceFile, Holding
 
 from .factories import BASIS_DATE, SEIZED_AT, AssetFactory, ltc, sign_in
 

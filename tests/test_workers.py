@@ -15,11 +15,11 @@ import pytest
 
 from agencies.models import PerformanceBond
 from cases import services, whitelist
-from cases.models import Asset, CoinTransfer, Entrustment, Lot, LotState, TransferKind
+from cases.models import CoinTransfer, Entrustment, Lot, LotState, TransferKind
 from counterparties import operations
 from counterparties.models import ExceptionKind, OperationalException
 
-from .test_e2e_counterparties import LiveFlow
+from .test_e2e_counterparties import LiveFlow, plan_and_reserve, ready_agency
 
 pytestmark = [pytest.mark.faults]
 
@@ -37,14 +37,9 @@ def outside():
 def live(outside, monkeypatch, world):
     from django.test import override_settings
 
-    from .factories import ltc
-
     for name, value in outside.settings().items():
         monkeypatch.setenv(name, value)
-    ltc()
-    world.agency.offshore_account_no = outside.offshore_account
-    world.agency.save()
-    Asset.objects.filter(symbol__in=["ETH", "LTC"]).update(confirmations_required=2)
+    ready_agency(world, outside, confirmations=2)
     with override_settings(CHAIN_NETWORK="regtest"):
         yield outside
 
@@ -98,13 +93,7 @@ def test_a_hand_over_reorganised_away_after_its_confirmations_is_caught_by_the_r
 
 def _reserved(world, live, price="10"):
     flow, entrustment = _at_custody(world, live)
-    ltc, eth = flow.asset("LTC"), flow.asset("ETH")
-    services.lots_plan(actor=world.bce_officer, entrustment=entrustment,
-                       fee_allowances={ltc.pk: 1_000_000, eth.pk: 10**16})
-    for lot in Lot.objects.filter(entrustment=entrustment):
-        services.reserve_propose(actor=world.bce_officer, lot=lot, price=price,
-                                 inputs={"reference_prices": [price] * 3, "source": "test floor"})
-        services.reserve_approve(actor=world.bce_approver, lot=lot)
+    plan_and_reserve(world, flow, entrustment, price=price)
     return flow, entrustment
 
 
