@@ -15,10 +15,10 @@ import json
 import secrets
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from counterparties.chains.base import AssetRef
 from emulators.chains import ChainControl
+from emulators.serving import JsonHandler, Server
 
 
 class CustodyEmulator:
@@ -32,7 +32,7 @@ class CustodyEmulator:
         self.on_vault: Callable[[AssetRef, str], None] | None = None
         self._faults: list[str] = []
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
         self.url = ""
 
     # -- what tests and the demo do ------------------------------------------------------------------
@@ -109,21 +109,12 @@ class CustodyEmulator:
     def start(self, port: int = 0) -> str:
         emulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
+            server_version = "custody-emulator"
 
             def _authorised(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {emulator.token}":
-                    self._answer(401, {"error": "unauthorised"})
+                    self._reply(401, {"error": "unauthorised"})
                     return False
                 return True
 
@@ -132,44 +123,45 @@ class CustodyEmulator:
                     return
                 parts = self.path.strip("/").split("/")
                 if len(parts) == 4 and parts[:2] == ["v1", "addresses"]:
-                    return self._answer(200, {"controlled": (parts[2], parts[3]) in emulator.controlled})
+                    return self._reply(200, {"controlled": (parts[2], parts[3]) in emulator.controlled})
                 if len(parts) == 3 and parts[:2] == ["v1", "transfers"]:
                     known = emulator.transfers.get(parts[2])
-                    return self._answer(200, known["answer"]) if known else self._answer(404, {"error": "unknown"})
-                self._answer(404, {"error": "no such path"})
+                    return self._reply(200, known["answer"]) if known else self._reply(404, {"error": "unknown"})
+                self._reply(404, {"error": "no such path"})
 
             def do_POST(self):
                 if not self._authorised():
                     return
+                raw = self._body()
+                if raw is None:
+                    return
                 try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                    body = json.loads(raw or b"{}")
                 except ValueError:
-                    return self._answer(400, {"error": "not JSON"})
+                    return self._reply(400, {"error": "not JSON"})
                 if self.path == "/v1/vault-address":
                     try:
                         address = emulator.vault_address(body["chain"], body["asset"], body.get("contract", ""))
                     except (KeyError, StopIteration):
-                        return self._answer(400, {"error": "unknown chain or asset"})
-                    return self._answer(200, {"address": address})
+                        return self._reply(400, {"error": "unknown chain or asset"})
+                    return self._reply(200, {"address": address})
                 if self.path == "/v1/transfers":
                     fault = emulator.take_fault()
                     if fault == "500":
-                        return self._answer(500, {"error": "internal error"})
+                        return self._reply(500, {"error": "internal error"})
                     status, answer = emulator.transfer(body)
                     if fault == "lost_response":
                         self.close_connection = True
                         self.connection.close()
                         return
-                    return self._answer(status, answer)
-                self._answer(404, {"error": "no such path"})
+                    return self._reply(status, answer)
+                self._reply(404, {"error": "no such path"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, name="custody-emulator", daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self.url
 
     def stop(self) -> None:
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()

@@ -1,5 +1,5 @@
-"""HTTP plumbing the chain emulators share: a server that cuts keep-alive clients off when stopped, a JSON
-handler, the control API's actions on a ``ChainControl``, and the 0600 credentials file.
+"""HTTP plumbing the chain and custody emulators share: a server that cuts keep-alive clients off when
+stopped, a JSON handler, the control API's actions on a ``ChainControl``, and the 0600 credentials file.
 
 Kept apart from ``emulators.evm`` so that the TRON emulator does not load eth-tester to serve HTTP.
 """
