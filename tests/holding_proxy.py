@@ -6,14 +6,15 @@ in exactly that call — the moment to SIGKILL it. Released afterwards, the held
 party, which acts on it while the answer goes nowhere: the hardest case for the successor, which must resume
 under the same idempotency key rather than act a second time.
 
-Every request that passed is kept (`seen`), so a test can count what the parties were asked to do.
+Every request that passed is kept (`seen`) with the party's status, so a test can count what the parties were
+asked to do and how they answered.
 """
 
 from __future__ import annotations
 
 import http.client
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +28,7 @@ class Request:
     method: str
     path: str
     body: bytes
+    status: int = 0  # the party's answer, once it gave one
 
 
 class _Group:
@@ -117,7 +119,7 @@ def _serve(party: str, upstream_url: str, group: _Group) -> ThreadingHTTPServer:
             finally:
                 connection.close()
             with group.lock:
-                group.seen.append(request)
+                group.seen.append(replace(request, status=answer.status))
             try:
                 self.send_response(answer.status, answer.reason)
                 for key, value in answer.getheaders():

@@ -183,8 +183,9 @@ def test_a_worker_killed_inside_each_kind_of_task_leaves_nothing_lost_or_done_tw
     """One disposal, bond to remittance, with the worker SIGKILLed once inside every task that calls out:
     detect, hand_over, remark_bonds, deposit, watch_deposits, run_inquiry, execute, poll_bank_statements,
     request_fx, pay_treasury, recheck_transfers. (``dispatch`` calls no one and writes nothing: killing it is a
-    beat tick that did not happen.) Each successor finds the leftover lease, waits it out, resumes under the
-    same key; the disposal completes, reconciles, and every party acted once."""
+    beat tick that did not happen.) A successor finds what its predecessor left — a lease it waits out, a state
+    committed before the call — and resumes under the same key; the disposal completes, reconciles, and every
+    party acted once."""
     assert connection.vendor == "postgresql"
     outside, proxies = proxied
     from settlements import services as money
@@ -263,7 +264,7 @@ def test_a_worker_killed_inside_each_kind_of_task_leaves_nothing_lost_or_done_tw
     assert sorted(outside.custody.transfers[t.reference]["answer"]["txid"] for t in transfers) == \
         sorted(t.txid for t in transfers)
     assert transfers.count() == len({t.reference for t in transfers}) == 4  # 2 hand-overs + 2 deposits
-    # The bank: one order per MsgId, and the treasury received the remittance once.
+    assert not [r for r in proxies.seen("custody") if r.status == 409], "a reference reused for another transfer"
     # The bank: no order under a second MsgId (a retry under a new id would pay twice), and the treasury
     # received the remittance exactly once.
     currencies = sorted(set(entrustment.offshore_receipts.values_list("currency", flat=True)))
