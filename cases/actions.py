@@ -246,6 +246,8 @@ ACTIONS: list[Action] = [
        C_APP, target=LOT),
     _a("execution_record", gettext_lazy("Record the execution (fills)"), services.execution_record, f.ExecutionForm,
        lot_state_is(L.EXECUTING), A_OFF, target=LOT),
+    _a("execution_fail", gettext_lazy("Record that the order was not carried out"), services.execution_fail,
+       f.LotReasonForm, lot_fsm("fail_execution"), A_OFF, target=LOT, exceptional=True),
     _a("lot_suspend", gettext_lazy("Suspend the lot (market move)"), services.lot_suspend, f.LotReasonForm,
        lot_fsm("suspend"), A_OFF, C_ANY, target=LOT, exceptional=True),
     _a("lot_exhaust", gettext_lazy("Close the lot unsold"), services.lot_exhaust, f.LotReasonForm, _lot_exhaust, C_APP,

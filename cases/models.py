@@ -704,6 +704,14 @@ class Lot(ConcurrentTransitionMixin, models.Model):
     def complete_partially(self):
         pass
 
+    def nothing_filled(self) -> bool:
+        return not self.fills.exists()
+
+    @transition(field=state, source=L.EXECUTING, target=L.RESERVE_SET, conditions=[nothing_filled, has_reserve])
+    def fail_execution(self):
+        """The venue did not carry out the award (quote expired, order refused or ended unfilled): back to a new
+        round under the same reserve — the reserve was met, the market was not refused. Not a failed round."""
+
     @transition(field=state, source=L.NO_DEAL, target=L.EXHAUSTED)
     def exhaust(self):
         pass

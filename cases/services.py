@@ -900,6 +900,22 @@ def lot_suspend(*, actor, lot: Lot, reason: str) -> Lot:
     return lot
 
 
+@transaction.atomic
+def execution_fail(*, actor, lot: Lot, reason: str) -> Lot:
+    """The awarded order was not carried out and nothing was filled: the lot goes back for a new round (a new
+    RFQ, a new award and its approval) under the same reserve. The reason names the venue's answer."""
+    reason = reason_required(reason)
+    entrustment, lot = lock_lot(lot)
+    membership = require(actor, entrustment.agency, OFFICER)
+    if lot.state != LotState.EXECUTING:
+        raise DisposalError(_("The lot is not awarded for execution."))
+    if lot.fills.exists():
+        raise DisposalError(_("Fills are recorded for this lot: record the execution, not a failure."))
+    run_transition(lot, "fail_execution", actor=actor, membership=membership, reason=reason,
+                   details={"round": lot.current_round().number})
+    return lot
+
+
 @dataclass(frozen=True)
 class FillRecord:
     trade_id: str

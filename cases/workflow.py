@@ -207,4 +207,5 @@ GUARD_MESSAGES = {
     "reconciled": gettext_lazy("The amounts do not reconcile; see the reconciliation table."),
     "has_reserve": gettext_lazy("This lot needs an approved reserve price for the coming round."),
     "award_at_or_above_reserve": gettext_lazy("No quote at or above the reserve price: no award is possible."),
+    "nothing_filled": gettext_lazy("Fills are recorded for this lot: record the execution, not a failure."),
 }

@@ -471,7 +471,8 @@ def execute(lot_id: int) -> str:
                     # venue's record under our order id decides, not the refusal of the repeated accept.
                     order = _existing_order(exchange, order_id)
                     if order is None:
-                        raise refused
+                        return _not_carried_out(found, lot, order_id, f"order:{order_id}", refused.message,
+                                                exchange.party, quote=quote.reference)
                 remember(found, accepted=True)
         except PermanentError as exc:
             _refused(entrustment, ExceptionKind.EXECUTION, f"order:{order_id}", exc, quote=quote.reference)
@@ -480,11 +481,8 @@ def execute(lot_id: int) -> str:
         if not order.final:
             return "order open"
         if order.status == OrderStatus.FAILED or not order.fills:
-            record_exception(entrustment=entrustment, kind=ExceptionKind.EXECUTION, key=f"order:{order_id}:failed",
-                             party=exchange.party,
-                             message=_("Order %(id)s ended without a fill.") % {"id": order_id})
-            finish(found, state=JobState.FAILED, error="no fill")
-            return "failed"
+            return _not_carried_out(found, lot, order_id, f"order:{order_id}:failed",
+                                    _("Order %(id)s ended without a fill.") % {"id": order_id}, exchange.party)
         wrong = [f for f in order.fills if f.fee and f.fee_currency.upper() != lot.quote_currency.upper()]
         if wrong:
             record_exception(entrustment=entrustment, kind=ExceptionKind.EXECUTION, key=f"order:{order_id}:fee",
@@ -506,6 +504,25 @@ def execute(lot_id: int) -> str:
 
 
 # --------------------------------------------------------------------------- after the threshold
+
+
+def _not_carried_out(found, lot: Lot, order_id: str, key: str, why: str, party: str, **details) -> str:
+    """The venue refused the award's order, or ended it unfilled, and holds nothing executed under our id: the
+    lot goes back for a new round (new client order id, new award, new approval), and the exception stops the
+    automated line until a person has looked at why."""
+    entrustment = lot.entrustment
+    record_exception(entrustment=entrustment, kind=ExceptionKind.EXECUTION, key=key, party=party,
+                     message=_("Order %(id)s was not carried out: %(why)s") % {"id": order_id, "why": why},
+                     details=details)
+    finish(found, state=JobState.FAILED, error=why)
+    try:
+        services.execution_fail(actor=service_user(entrustment.agency), lot=lot,
+                                reason=_("The platform did not carry out order %(id)s: %(why)s")
+                                % {"id": order_id, "why": why})
+    except (DisposalError, ValidationError) as exc:
+        _refused(entrustment, ExceptionKind.EXECUTION, f"{key}:record", exc)
+        return "refused"
+    return "not carried out"
 
 
 def _existing_order(exchange, order_id: str):

@@ -572,6 +572,35 @@ def test_nothing_moves_while_a_dispute_is_open(flow):
 # =========================================================================== partial execution
 
 
+def test_an_award_the_platform_did_not_carry_out_goes_back_to_a_new_round_under_the_same_reserve(btc_flow):
+    w = btc_flow.w
+    btc_flow.to("selling")
+    lot = only_lot(btc_flow)
+    reserve = lot.current_reserve()
+    quote_pair(btc_flow, lot, reserve.price + 100, reserve.price + 50)
+    services.inquiry_close(actor=w.agency_officer, lot=lot)
+    services.award_approve(actor=w.bce_approver, lot=lot)
+    with pytest.raises(ValidationError):
+        services.execution_fail(actor=w.agency_officer, lot=lot, reason=" ")
+    with pytest.raises(NotPermitted):
+        services.execution_fail(actor=w.bce_officer, lot=lot, reason="The quote expired.")
+    services.execution_fail(actor=w.agency_officer, lot=lot, reason="OSL refused: the quote expired.")
+    lot.refresh_from_db()
+    # Not a failed round: the reserve was met; the venue did not carry the order out.
+    assert lot.state == LotState.RESERVE_SET and lot.failed_rounds == 0 and lot.current_reserve() == reserve
+    event = Event.objects.filter(type=EventType.LOT_TRANSITION, details__transition="fail_execution").get()
+    assert event.reason == "OSL refused: the quote expired." and event.details["round"] == 1
+    with pytest.raises(DisposalError):
+        services.execution_fail(actor=w.agency_officer, lot=lot, reason="again")
+    btc_flow.sell_lot(lot)  # a new round: new quotes, a new award and its own approval
+    lot.refresh_from_db()
+    assert lot.state == LotState.EXECUTED and lot.rounds.count() == 2
+    assert lot.rounds.get(number=1).awarded_quote is not None and not lot.fills.filter(
+        quote__round__number=1).exists()
+    btc_flow.refresh()
+    assert reconciliation(btc_flow.to("closed")).problems == []
+
+
 def test_a_partial_execution_leaves_a_remainder_lot_that_is_sold_in_its_own_round(btc_flow):
     w = btc_flow.w
     btc_flow.to("selling")

@@ -564,6 +564,24 @@ def test_a_failed_round_then_exhausted_lot_through_the_page(client, world):
     moved_to(e, S.TERMINATED)
 
 
+def test_an_order_the_platform_did_not_carry_out_is_recorded_from_the_page_and_the_lot_is_offered_again(
+        client, world):
+    flow = Flow(world, holdings=(("BTC", "2.5"),), case_number="顺公立字〔2025〕503号")
+    e = flow.to("selling")
+    lot = e.lots.get()
+    reserve = lot.current_reserve().price
+    flow.quote(lot, world.osl, reserve + 2, "osl-ok")
+    flow.quote(lot, world.hashkey, reserve + 1, "hk-ok")
+    act(client, world.agency_officer, e, "inquiry_close", target=lot)
+    services.award_approve(actor=world.bce_approver, lot=lot)
+    assert "execution_fail" not in offered(client, world.bce_officer, e)
+    act(client, world.agency_officer, e, "execution_fail", {"reason": "OSL: quote expired before acceptance."},
+        target=lot)
+    lot.refresh_from_db()
+    assert lot.state == LotState.RESERVE_SET
+    assert "inquiry_open" in offered(client, world.agency_officer, e)
+
+
 def test_fx_rejection_and_resubmission_through_the_page(client, world, flow):
     e = flow.to("proceeds_received")
     act(client, world.agency_officer, e, "fx_rejection", {"currency": "USD", "reason": "Missing BoP form."})

@@ -233,3 +233,30 @@ def test_a_deposit_instructed_but_never_broadcast_is_sent_by_the_watcher(world, 
     assert CoinTransfer.objects.filter(entrustment=entrustment, kind=TransferKind.TO_PLATFORM).exclude(
         txid="").count() == 2
     poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
+
+
+@pytest.mark.django_db
+def test_a_quote_that_expired_before_the_accept_sends_the_lot_to_a_new_round_once_a_person_has_looked(world, live):
+    from counterparties.exceptions import resolve_exception
+
+    _flow, entrustment, lot = _at_platform(world, live)
+    live.exchange.set_quote_ttl(3)
+    try:
+        assert operations.run_inquiry(lot.pk) == LotState.AWARD_PENDING
+        services.award_approve(actor=world.bce_approver, lot=lot)
+        time.sleep(3.5)  # the award was approved after its quote expired
+        assert operations.execute(lot.pk) == "not carried out"
+    finally:
+        live.exchange.set_quote_ttl(10)
+    lot.refresh_from_db()
+    assert lot.state == LotState.RESERVE_SET and lot.failed_rounds == 0
+    exception = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.EXECUTION)
+    assert operations.client_ref(lot, 1) in exception.message
+    assert operations.blocked(entrustment)  # the next round waits for a person
+    resolve_exception(actor=world.agency_officer, exception=exception, resolution="Approved too late; ask again.")
+    assert operations.run_inquiry(lot.pk) == LotState.AWARD_PENDING
+    services.award_approve(actor=world.bce_approver, lot=lot)
+    assert operations.execute(lot.pk) == "executed"
+    prefix = operations.client_ref(lot, 1)[:-1]  # "...-L<n>-R"
+    executed = [e.client_id for e in live.exchange.executions("hashkey") if e.client_id.startswith(prefix)]
+    assert executed == [operations.client_ref(lot, 2)]  # the expired round's order id was never executed
