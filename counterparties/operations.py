@@ -44,7 +44,7 @@ from counterparties.custody import custody_for
 from counterparties.errors import IndeterminateResult, PermanentError
 from counterparties.exceptions import open_exceptions, record_exception
 from counterparties.exchanges import registry as platforms
-from counterparties.exchanges.base import DepositStatus, OrderStatus
+from counterparties.exchanges.base import DepositStatus
 from counterparties.models import ExceptionKind, Job, JobState
 
 log = logging.getLogger(__name__)
@@ -480,7 +480,9 @@ def execute(lot_id: int) -> str:
             return "refused"
         if not order.final:
             return "order open"
-        if order.status == OrderStatus.FAILED or not order.fills:
+        # Only an order with no fill at all was not carried out; a final order with fills (even one the venue
+        # calls failed or cancelled) sold what it filled, and that is recorded — never sold a second time.
+        if not order.fills:
             return _not_carried_out(found, lot, order_id, f"order:{order_id}:failed",
                                     _("Order %(id)s ended without a fill.") % {"id": order_id}, exchange.party)
         wrong = [f for f in order.fills if f.fee and f.fee_currency.upper() != lot.quote_currency.upper()]

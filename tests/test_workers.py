@@ -260,3 +260,38 @@ def test_a_quote_that_expired_before_the_accept_sends_the_lot_to_a_new_round_onc
     prefix = operations.client_ref(lot, 1)[:-1]  # "...-L<n>-R"
     executed = [e.client_id for e in live.exchange.executions("hashkey") if e.client_id.startswith(prefix)]
     assert executed == [operations.client_ref(lot, 2)]  # the expired round's order id was never executed
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("filled", [0, 1], ids=["nothing filled", "half filled"])
+def test_a_final_order_is_judged_by_its_fills_not_by_the_status_the_venue_gives_it(world, live, monkeypatch, filled):
+    """A venue may end an order "failed" or "cancelled" after filling part of it: what it filled is sold and is
+    recorded (a remainder lot for the rest); only an order with no fill at all sends the lot to a new round."""
+    from django.utils import timezone
+
+    from counterparties.exchanges.base import Fill, Order, OrderStatus
+    from counterparties.exchanges.hashkey import HashKeyExchange
+
+    _flow, entrustment, lot = _at_platform(world, live)
+    assert operations.run_inquiry(lot.pk) == LotState.AWARD_PENDING
+    services.award_approve(actor=world.bce_approver, lot=lot)
+    lot.refresh_from_db()
+    half, price = int(lot.quantity) // 2, lot.current_round().awarded_quote.price
+    gross = (Decimal(half) / lot.asset.unit * price).quantize(Decimal("0.01"))
+    fills = (Fill(trade_id="T-half", quantity=half, price=price, gross=gross, fee=Decimal("0.01"),
+                  fee_currency=lot.quote_currency, executed_at=timezone.now()),) if filled else ()
+
+    def ended(self, quote_id, client_order_id):
+        return Order(party="hashkey", client_order_id=client_order_id, status=OrderStatus.FAILED,
+                     requested_base_units=int(lot.quantity), filled_base_units=half if filled else 0,
+                     avg_price=price if filled else None, fees=Decimal("0.01") if filled else Decimal(0),
+                     fee_currency=lot.quote_currency, fills=fills, final=True)
+
+    monkeypatch.setattr(HashKeyExchange, "accept_quote", ended)
+    outcome = operations.execute(lot.pk)
+    lot.refresh_from_db()
+    if filled:
+        assert outcome == "executed" and lot.state == LotState.PARTIALLY_EXECUTED
+        assert lot.fills.get().quantity == half and lot.remainders.get().quantity == lot.quantity - half
+    else:
+        assert outcome == "not carried out" and lot.state == LotState.RESERVE_SET and not lot.fills.exists()
