@@ -83,8 +83,17 @@ def _at_custody(world, live):
 
 @pytest.mark.django_db
 def test_a_hand_over_reorganised_away_after_its_confirmations_is_caught_by_the_recheck(world, live):
+    from counterparties.models import Job
+
     _flow, entrustment = _at_custody(world, live)
-    live.chains["litecoin"].reorg(4)  # deeper than the confirmations required
+    holding = entrustment.holdings.get(asset__symbol="LTC")
+    mined_at = Job.objects.get(key=f"{entrustment.number}-C{holding.pk}").result["height"]
+    litecoin = live.chains["litecoin"]
+    litecoin.set_block_time(None)  # hold the tip still: the re-org must reach the hand-over's block however
+    try:                           # many blocks came since (a fixed depth missed it on a slow machine)
+        litecoin.reorg(int(litecoin.node.call("getblockcount")) - mined_at + 1)
+    finally:
+        litecoin.set_block_time(0.2)
     assert operations.recheck_transfers() >= 1
     exception = OperationalException.objects.get(entrustment=entrustment, kind=ExceptionKind.CHAIN)
     assert exception.key.startswith("reorg:") and exception.details["txid"] in exception.message
