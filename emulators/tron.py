@@ -497,7 +497,6 @@ def start_tron_emulator(*, port: int = 0, api_key: str | None = None, block_time
                         solidify_depth: int = SOLIDIFY_DEPTH, control_token: str | None = None,
                         verbose: bool = False) -> TronLedger:
     """Serve a fresh simulated TRON ledger on 127.0.0.1:`port` (0: any free port)."""
-
     ledger = TronLedger(api_key=api_key, solidify_depth=solidify_depth, control_token=control_token)
     handler = type("TronHandler", (_Handler,), {"ledger": ledger, "verbose": verbose})
     ledger._server = Server((HOST, port), handler)
@@ -510,7 +509,6 @@ def start_tron_emulator(*, port: int = 0, api_key: str | None = None, block_time
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = argparse.ArgumentParser(prog="python -m emulators.tron", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8590)
     parser.add_argument("--credentials-file", required=True, help="where to write url, token and api_key")
