@@ -15,9 +15,11 @@ from __future__ import annotations
 import http.client
 import threading
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
+
+from emulators.serving import Server
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
@@ -38,13 +40,12 @@ class _Group:
         self.lock = threading.Lock()
         self.rule: Callable[[Request], bool] | None = None
         self.held: Request | None = None
-        self.holding = threading.Event()
         self.released = threading.Event()
         self.seen: list[Request] = []
 
 
 class Proxies:
-    """One proxy per outside party URL; `env()` gives the portal's settings pointing at them."""
+    """One proxy per outside party URL; `settings` are the portal's settings pointing at them."""
 
     def __init__(self, settings: dict[str, str], parties: dict[str, str]):
         """`settings` are the PORTAL_* values of the world; `parties` maps a setting holding a URL to the party
@@ -61,7 +62,6 @@ class Proxies:
         """Hold the next request for which `rule(request)` is true (one only; the rest pass)."""
         with self.group.lock:
             self.group.rule, self.group.held = rule, None
-            self.group.holding.clear()
             self.group.released.clear()
 
     def held(self) -> Request | None:
@@ -74,20 +74,17 @@ class Proxies:
             self.group.released.set()
         return held
 
-    def seen(self, party: str | None = None, method: str | None = None, contains: str = "") -> list[Request]:
+    def seen(self, party: str | None = None) -> list[Request]:
         with self.group.lock:
-            requests = list(self.group.seen)
-        return [r for r in requests if (party is None or r.party == party) and (method is None or r.method == method)
-                and (contains in r.path or contains.encode() in r.body)]
+            return [r for r in self.group.seen if party is None or r.party == party]
 
     def stop(self) -> None:
         self.release()
         for server in self.servers:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
 
-def _serve(party: str, upstream_url: str, group: _Group) -> ThreadingHTTPServer:
+def _serve(party: str, upstream_url: str, group: _Group) -> Server:
     upstream = urlsplit(upstream_url)
 
     class Handler(BaseHTTPRequestHandler):
@@ -104,7 +101,6 @@ def _serve(party: str, upstream_url: str, group: _Group) -> ThreadingHTTPServer:
                 hold = group.rule is not None and group.held is None and group.rule(request)
                 if hold:
                     group.held = request
-                    group.holding.set()
             if hold:
                 group.released.wait(timeout=300)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -133,8 +129,7 @@ def _serve(party: str, upstream_url: str, group: _Group) -> ThreadingHTTPServer:
 
         do_GET = do_POST = do_PUT = do_DELETE = _relay
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", 0), Handler)
     server.proxy_url = urlunsplit(upstream._replace(netloc=f"127.0.0.1:{server.server_address[1]}"))
     threading.Thread(target=server.serve_forever, daemon=True, name=f"proxy-{party}").start()
     return server

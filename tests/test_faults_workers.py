@@ -167,15 +167,13 @@ class Killer:
         before()
         self.workers.until(people(lambda: self.proxies.held() is not None), what=f"the worker inside {task}")
         self.workers.kill()  # SIGKILL inside the call: no cleanup; the lease, the message and the call remain
-        held = self.proxies.release()
-        self.killed[task] = (held, len(self.proxies.seen()))
+        self.proxies.release()
+        self.killed[task] = len(self.proxies.seen())  # what passed before the successor
         self.workers.start()
-        return held
 
     def asked_again(self, task: str, rule) -> bool:
         """The successor made a call matching `rule` after the kill in `task`."""
-        _, mark = self.killed[task]
-        return any(rule(r) for r in self.proxies.seen()[mark:])
+        return any(rule(r) for r in self.proxies.seen()[self.killed[task]:])
 
 
 @pytest.mark.django_db(transaction=True)
