@@ -106,6 +106,13 @@ def _reserved(world, live, price="10"):
     return flow, entrustment
 
 
+def _at_platform(world, live, price="10"):
+    flow, entrustment = _reserved(world, live, price=price)
+    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
+    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
+    return flow, entrustment, Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
+
+
 @pytest.mark.django_db
 def test_a_platform_crediting_another_amount_is_an_exception_and_nothing_is_confirmed(world, live):
     _flow, entrustment = _reserved(world, live)
@@ -129,10 +136,7 @@ def test_a_platform_crediting_another_amount_is_an_exception_and_nothing_is_conf
 @pytest.mark.django_db
 def test_quotes_below_the_reserve_end_the_round_without_a_sale(world, live):
     # Expired quotes never reach this point: the adapters drop them on arrival (tests/test_exchange_adapters.py).
-    _flow, entrustment = _reserved(world, live, price="100000000")
-    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
-    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
-    lot = Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
+    _flow, entrustment, lot = _at_platform(world, live, price="100000000")
     operations.run_inquiry(lot.pk)
     lot.refresh_from_db()
     assert lot.state == LotState.NO_DEAL and lot.failed_rounds == 1
@@ -157,12 +161,9 @@ def test_a_bond_the_market_has_outgrown_gets_a_top_up_call(world, live, monkeypa
 
 @pytest.mark.django_db
 def test_a_market_moving_beyond_the_policy_limit_during_a_round_suspends_it(world, live, monkeypatch):
-    _flow, entrustment = _reserved(world, live)
-    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
-    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
+    _flow, entrustment, lot = _at_platform(world, live)
     entrustment.policy.max_market_move = Decimal("0.0050")  # 0.5 %
     entrustment.policy.save()
-    lot = Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
     # The replayed day falls through the round: the quotes come at its opening minute, the second look at its
     # close (the real BTC/USD day of 2025-01-07 lost several per cent; the other assets follow it).
     original = operations._market_move
@@ -181,13 +182,6 @@ def test_a_market_moving_beyond_the_policy_limit_during_a_round_suspends_it(worl
     # The reason (in the portal's language) names the policy's limit and both prices.
     assert "0.5" in lot.history.filter(state=LotState.SUSPENDED).first().history_change_reason
     assert not lot.fills.exists()
-
-
-def _at_platform(world, live):
-    flow, entrustment = _reserved(world, live)
-    poll(operations.deposit, entrustment.pk, lambda: state(entrustment) == "transferring", world)
-    poll(operations.watch_deposits, entrustment.pk, lambda: state(entrustment) == "at_platform", world)
-    return flow, entrustment, Lot.objects.filter(entrustment=entrustment).order_by("sequence").first()
 
 
 @pytest.mark.django_db
